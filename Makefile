@@ -1,0 +1,53 @@
+# The ODR platform's commands. `make run` and `make test` are all a new user needs.
+SHELL := /bin/bash
+UV_VERSION := 0.13.8
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+
+.PHONY: help env run test test-unit lint format browser-deps migrate clean
+
+help:
+	@echo "make run     - the whole platform on this machine (Tansu, SMTP sink, 4 APIs, 4 workers)"
+	@echo "make test    - the whole suite (unit, integration on SQLite + PostgreSQL, e2e, browser)"
+	@echo "make lint    - ruff check, ruff format --check, mypy"
+
+# The environment: uv (installed with pip if missing), then every workspace package from uv.lock.
+env: $(VENV)/.synced
+$(VENV)/.synced: uv.lock pyproject.toml shared/pyproject.toml cli/pyproject.toml services/*/pyproject.toml
+	@command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet "uv==$(UV_VERSION)"
+	uv sync --all-packages --frozen
+	@touch $@
+
+run: env
+	$(BIN)/odr stack --var var
+
+migrate: env
+	$(BIN)/gateway-migrate && $(BIN)/complaints-migrate && $(BIN)/mediation-migrate && $(BIN)/notifications-migrate
+
+# Headless Chromium from Debian for the browser tests (never a browser download).
+browser-deps:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  echo "installing Debian chromium for the browser tests"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; \
+	fi
+
+test: env browser-deps
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-unit: env
+	$(BIN)/pytest -m "not e2e and not browser and not kafka" $(PYTEST_ARGS)
+
+lint: env
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy shared/src services/*/src cli/src
+
+format: env
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:
+	rm -rf var test-artifacts .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The operator CLI: `odr token`, `odr stack` (what `make run` starts), and admin commands."""

@@ -1,0 +1,29 @@
+"""Gateway app factory: the one place its dependencies are wired."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from gateway.api import router
+from gateway.settings import GatewaySettings, get_settings
+from odr_shared.crypto import DataCipher
+from odr_shared.db import make_engine, make_session_factory
+from odr_shared.logs import configure_logging
+from odr_shared.web import create_service_app
+
+
+def create_app(settings: GatewaySettings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging("gateway", settings.log_level, settings.log_format)
+    engine = make_engine(settings.database_url)
+    app = create_service_app(
+        service="gateway",
+        title="ODR marketplace gateway",
+        settings=settings,
+        engine=engine,
+        description="Platforms, signed order-event webhooks in, case webhooks out.",
+    )
+    app.state.sessions = make_session_factory(engine)
+    app.state.cipher = DataCipher(settings.data_encryption_key)
+    app.include_router(router)
+    return app

@@ -1,0 +1,27 @@
+"""Mediation app factory: the one place its dependencies are wired."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from mediation.api import router
+from mediation.settings import MediationSettings, get_settings
+from odr_shared.db import make_engine, make_session_factory
+from odr_shared.logs import configure_logging
+from odr_shared.web import create_service_app
+
+
+def create_app(settings: MediationSettings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging("mediation", settings.log_level, settings.log_format)
+    engine = make_engine(settings.database_url)
+    app = create_service_app(
+        service="mediation",
+        title="ODR mediation",
+        settings=settings,
+        engine=engine,
+        description="Neutrals, routing, proposals, arbitration, the neutrals' dashboard.",
+    )
+    app.state.sessions = make_session_factory(engine)
+    app.include_router(router)
+    return app

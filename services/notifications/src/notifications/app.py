@@ -1,0 +1,27 @@
+"""Notifications app factory: the one place its dependencies are wired."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from notifications.api import router
+from notifications.settings import NotificationsSettings, get_settings
+from odr_shared.db import make_engine, make_session_factory
+from odr_shared.logs import configure_logging
+from odr_shared.web import create_service_app
+
+
+def create_app(settings: NotificationsSettings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging("notifications", settings.log_level, settings.log_format)
+    engine = make_engine(settings.database_url)
+    app = create_service_app(
+        service="notifications",
+        title="ODR notifications",
+        settings=settings,
+        engine=engine,
+        description="Templates, preferences, SMS and email deliveries.",
+    )
+    app.state.sessions = make_session_factory(engine)
+    app.include_router(router)
+    return app

@@ -1,0 +1,44 @@
+"""The inbox: ids of events a consumer group has applied, written in the effect's transaction."""
+
+from __future__ import annotations
+
+from sqlalchemy import Column, MetaData, String, Table, insert, select
+from sqlalchemy.orm import Session
+
+from odr_shared.db import UTCDateTime, utcnow
+
+INBOX_TABLE = "inbox_events"
+
+
+def inbox_table(metadata: MetaData) -> Table:
+    return Table(
+        INBOX_TABLE,
+        metadata,
+        Column("consumer_group", String(100), primary_key=True),
+        Column("event_id", String(100), primary_key=True),
+        Column("event_type", String(100), nullable=False),
+        Column("processed_at", UTCDateTime(), nullable=False, default=utcnow),
+    )
+
+
+_inbox_metadata = MetaData()
+_INBOX = inbox_table(_inbox_metadata)
+
+
+def already_processed(session: Session, group: str, event_id: str) -> bool:
+    row = session.execute(
+        select(_INBOX.c.event_id).where(
+            _INBOX.c.consumer_group == group, _INBOX.c.event_id == event_id
+        )
+    ).first()
+    return row is not None
+
+
+def mark_processed(session: Session, group: str, event_id: str, event_type: str) -> None:
+    # The primary key turns a concurrent duplicate into an IntegrityError: the transaction
+    # (and its effect) rolls back and the retry then sees the event as processed.
+    session.execute(
+        insert(_INBOX).values(
+            consumer_group=group, event_id=event_id, event_type=event_type, processed_at=utcnow()
+        )
+    )

@@ -1,0 +1,66 @@
+"""Fixed-window rate limits kept in the service's own database, so every replica sees one count."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import Column, Integer, MetaData, String, Table, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from odr_shared.problems import Problem
+
+RATE_LIMIT_TABLE = "rate_limit_windows"
+
+
+def rate_limit_table(metadata: MetaData) -> Table:
+    return Table(
+        RATE_LIMIT_TABLE,
+        metadata,
+        Column("bucket", String(200), primary_key=True),
+        Column("window_start", Integer, primary_key=True),
+        Column("hits", Integer, nullable=False),
+    )
+
+
+_T = rate_limit_table(MetaData())
+
+
+@dataclass(frozen=True)
+class Limit:
+    name: str
+    max_hits: int
+    window_s: int
+
+
+def hit(session: Session, limit: Limit, key: str, now: float | None = None) -> None:
+    """Count one hit; raise a 429 problem with Retry-After once the window is full."""
+    now = time.time() if now is None else now
+    window = int(now // limit.window_s) * limit.window_s
+    bucket = f"{limit.name}:{key}"
+    hits = session.execute(
+        select(_T.c.hits).where(_T.c.bucket == bucket, _T.c.window_start == window)
+    ).scalar_one_or_none()
+    if hits is None:
+        try:
+            with session.begin_nested():
+                session.execute(_T.insert().values(bucket=bucket, window_start=window, hits=1))
+            return
+        except IntegrityError:
+            hits = 0
+    if hits >= limit.max_hits:
+        retry_after = max(1, math.ceil(window + limit.window_s - now))
+        raise Problem(
+            429,
+            "Too Many Requests",
+            f"rate limit {limit.name}: at most {limit.max_hits} per {limit.window_s} s",
+            headers={"Retry-After": str(retry_after)},
+            retry_after=retry_after,
+        )
+    session.execute(
+        update(_T)
+        .where(_T.c.bucket == bucket, _T.c.window_start == window)
+        .values(hits=_T.c.hits + 1)
+    )

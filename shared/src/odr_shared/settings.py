@@ -1,0 +1,70 @@
+"""Typed settings: the part every service shares, read from unprefixed environment variables."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import AliasChoices, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_JWT_SECRET = "dev-only-jwt-secret-change-me-0123456789abcdef"  # noqa: S105 - refused outside development
+DEV_DATA_KEY = "ZGV2LW9ubHktZGF0YS1rZXktY2hhbmdlLW1lLTAxMjM="
+PLACEHOLDERS = {DEV_JWT_SECRET, DEV_DATA_KEY, "changeme", "change-me", ""}
+
+
+def _common(name: str) -> AliasChoices:
+    return AliasChoices(name)
+
+
+class ServiceSettings(BaseSettings):
+    """Base for each service's settings.
+
+    Fields here come from unprefixed variables shared by the whole platform
+    (``KAFKA_BOOTSTRAP_SERVERS``, ``JWT_SECRET`` ...). A service subclasses it with its own
+    ``env_prefix`` (``COMPLAINTS_``) for what only it reads, such as ``COMPLAINTS_DATABASE_URL``.
+    """
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    environment: Literal["development", "test", "production"] = Field(
+        "development", validation_alias=_common("ENVIRONMENT")
+    )
+    kafka_bootstrap_servers: str = Field(
+        "127.0.0.1:9092", validation_alias=_common("KAFKA_BOOTSTRAP_SERVERS")
+    )
+    kafka_client_id: str | None = Field(None, validation_alias=_common("KAFKA_CLIENT_ID"))
+    jwt_algorithm: Literal["HS256", "RS256"] = Field(
+        "HS256", validation_alias=_common("JWT_ALGORITHM")
+    )
+    jwt_secret: str = Field(DEV_JWT_SECRET, validation_alias=_common("JWT_SECRET"))
+    jwt_private_key: str = Field("", validation_alias=_common("JWT_PRIVATE_KEY"))
+    jwt_public_key: str = Field("", validation_alias=_common("JWT_PUBLIC_KEY"))
+    jwt_issuer: str = Field("odr-platform", validation_alias=_common("JWT_ISSUER"))
+    jwt_audience: str = Field("odr-api", validation_alias=_common("JWT_AUDIENCE"))
+    data_encryption_key: str = Field(
+        DEV_DATA_KEY,
+        validation_alias=_common("DATA_ENCRYPTION_KEY"),
+        description="base64 key material for encrypting secrets and personal data at rest",
+    )
+    log_level: str = Field("INFO", validation_alias=_common("LOG_LEVEL"))
+    log_format: Literal["json", "text"] = Field("json", validation_alias=_common("LOG_FORMAT"))
+    # Consumer retry policy before a message goes to the dead-letter topic.
+    consumer_max_attempts: int = Field(5, validation_alias=_common("CONSUMER_MAX_ATTEMPTS"))
+    consumer_backoff_initial_s: float = Field(
+        0.2, validation_alias=_common("CONSUMER_BACKOFF_INITIAL_S")
+    )
+    consumer_backoff_max_s: float = Field(5.0, validation_alias=_common("CONSUMER_BACKOFF_MAX_S"))
+    outbox_poll_interval_s: float = Field(0.05, validation_alias=_common("OUTBOX_POLL_INTERVAL_S"))
+
+    @model_validator(mode="after")
+    def _refuse_placeholders(self) -> ServiceSettings:
+        if self.environment == "production":
+            if self.jwt_algorithm == "HS256" and (
+                self.jwt_secret in PLACEHOLDERS or len(self.jwt_secret) < 32
+            ):
+                raise ValueError("JWT_SECRET must be set to a strong secret in production")
+            if self.jwt_algorithm == "RS256" and not self.jwt_public_key:
+                raise ValueError("JWT_PUBLIC_KEY is required with RS256")
+            if self.data_encryption_key in PLACEHOLDERS:
+                raise ValueError("DATA_ENCRYPTION_KEY must be set in production")
+        return self
