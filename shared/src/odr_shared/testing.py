@@ -153,3 +153,41 @@ def temporary_postgres_database(prefix: str = "odr_test") -> Iterator[str]:
 
 def python() -> str:
     return sys.executable
+
+
+def standard_webhook_headers(
+    secret: str, body: bytes, msg_id: str | None = None, timestamp: int | None = None
+) -> dict[str, str]:
+    """Headers a Standard Webhooks sender would send (what a `standard` marketplace does)."""
+    import base64
+    import hashlib
+    import hmac
+
+    msg_id = msg_id or f"msg_{uuid.uuid4().hex}"
+    ts = int(time.time()) if timestamp is None else timestamp
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    digest = hmac.new(key, f"{msg_id}.{ts}.".encode() + body, hashlib.sha256).digest()
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(ts),
+        "webhook-signature": "v1," + base64.b64encode(digest).decode(),
+        "content-type": "application/json",
+    }
+
+
+def sample_order(
+    order_code: str, status: str = "delivered", **overrides: object
+) -> dict[str, object]:
+    """A canonical ORDER as the public contract defines it."""
+    order: dict[str, object] = {
+        "order_code": order_code,
+        "status": status,
+        "status_at": "2026-11-20T03:00:00Z",
+        "buyer": {"name": "Nguyễn Văn An", "phone": "0912345678", "email": "an.nguyen@example.vn"},
+        "seller": {"id": "seller-1", "name": "Cửa hàng Minh Anh"},
+        "items": [{"sku": "AO-01", "name": "Áo thun", "quantity": 2, "unit_price": 150000}],
+        "total_amount": 300000,
+        "currency": "VND",
+    }
+    order.update(overrides)
+    return order

@@ -175,6 +175,8 @@ CASE_EVENT_TYPES = (
     "case.offer_made",
     "case.offer_accepted",
     "case.offer_rejected",
+    "case.proposal_accepted",
+    "case.proposal_rejected",
     "case.merchant_responded",
     "case.deadline_missed",
     "case.escalated",
