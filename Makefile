@@ -6,12 +6,13 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: help env run test test-unit lint format browser-deps migrate clean
+.PHONY: help env run test test-unit lint format browser-deps bench-deps bench migrate clean
 
 help:
 	@echo "make run     - the whole platform on this machine (Tansu, SMTP sink, 4 APIs, 4 workers)"
 	@echo "make test    - the whole suite (unit, integration on SQLite + PostgreSQL, e2e, browser)"
 	@echo "make lint    - ruff check, ruff format --check, mypy"
+	@echo "make bench   - benchmarks against same-run baselines -> bench/results/"
 
 # The environment: uv (installed with pip if missing), then every workspace package from uv.lock.
 env: $(VENV)/.synced
@@ -33,6 +34,16 @@ browser-deps:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; \
 	fi
+
+# wrk from Debian for the closed-loop throughput runs.
+bench-deps:
+	@if ! command -v wrk >/dev/null 2>&1; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq wrk >/dev/null; \
+	fi
+
+bench: env bench-deps
+	$(PY) -m bench.run $(BENCH_ARGS)
 
 test: env browser-deps
 	$(BIN)/pytest $(PYTEST_ARGS)

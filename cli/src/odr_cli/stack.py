@@ -39,6 +39,21 @@ class Ports:
     )
 
     @classmethod
+    def from_env(cls) -> Ports:
+        """Local defaults, each overridable (ODR_KAFKA_PORT, ODR_GATEWAY_PORT, ...)."""
+        d = cls()
+        env = os.environ
+        return cls(
+            kafka=int(env.get("ODR_KAFKA_PORT", d.kafka)),
+            smtp=int(env.get("ODR_SMTP_PORT", d.smtp)),
+            sms=int(env.get("ODR_SMS_PORT", d.sms)),
+            services={
+                name: int(env.get(f"ODR_{name.upper()}_PORT", port))
+                for name, port in d.services.items()
+            },
+        )
+
+    @classmethod
     def free(cls) -> Ports:
         return cls(
             kafka=free_port(),
@@ -253,7 +268,7 @@ def run_stack(var_dir: str = "var", reset: bool = False) -> int:
     var = Path(var_dir)
     if reset and var.exists():
         shutil.rmtree(var)
-    stack = Stack(var, echo=sys.stdout)
+    stack = Stack(var, Ports.from_env(), echo=sys.stdout)
     stopping = threading.Event()
     handler: Callable[..., None] = lambda *_: stopping.set()  # noqa: E731
     signal.signal(signal.SIGINT, handler)
