@@ -1,4 +1,4 @@
-"""complaints' worker parts against a real broker: mediation.events move cases, the outbox relays."""
+"""Worker parts against a real broker: mediation.events move cases, the outbox relays."""
 
 from __future__ import annotations
 
