@@ -71,6 +71,10 @@ def test_portal_journey_over_http(
     assert r.status_code == 200
     assert "KN-" in r.text
     assert "anh.png" in r.text
+    assert "Đã mở khiếu nại" in r.text  # the lifecycle's reasons speak Vietnamese
+    link = re.search(r'href="(/cases/[^"]+/evidence/[^"]+)"', r.text)
+    assert link
+    assert client.get(link.group(1)).content == PNG
     case_url = str(r.url)
     case_id = case_url.rsplit("/", 1)[1]
 

@@ -142,3 +142,33 @@ def translate(key: str, lang: str) -> str:
     if pair is None:
         return key
     return pair[1] if lang == "en" else pair[0]
+
+
+# The lifecycle's own reasons (domain.py), so the timeline speaks the reader's language;
+# reasons a person typed are shown as written.
+REASONS: dict[str, tuple[str, str]] = {
+    "case opened": ("Đã mở khiếu nại", "case opened"),
+    "the platform answered": ("Sàn đã trả lời", "the platform answered"),
+    "the consumer accepted the offer": ("Bạn đã đồng ý đề nghị", "you accepted the offer"),
+    "escalated": ("Đã chuyển hòa giải", "escalated"),
+    "withdrawn by the consumer": ("Bạn đã rút khiếu nại", "withdrawn by you"),
+    "a mediator was assigned": ("Đã có hòa giải viên", "a mediator was assigned"),
+    "referred to arbitration": ("Chuyển trọng tài", "referred to arbitration"),
+    "both parties accepted the mediator's proposal": (
+        "Hai bên đồng ý đề xuất hòa giải",
+        "both parties accepted the mediator's proposal",
+    ),
+    "the arbitrator decided": ("Trọng tài đã ra phán quyết", "the arbitrator decided"),
+    "closed after the decision": ("Đóng sau phán quyết", "closed after the decision"),
+    "the merchant's deadline of 7 working days passed (Law 19/2023 Art. 57(2))": (
+        "Người bán không trả lời trong 7 ngày làm việc (Luật 19/2023, Điều 57 khoản 2)",
+        "the merchant did not answer within 7 working days (Law 19/2023 Art. 57(2))",
+    ),
+}
+
+
+def translate_reason(reason: str, lang: str) -> str:
+    pair = REASONS.get(reason)
+    if pair is None:
+        return reason
+    return pair[1] if lang == "en" else pair[0]

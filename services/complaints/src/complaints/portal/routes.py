@@ -17,7 +17,7 @@ from starlette.datastructures import UploadFile
 from complaints import service
 from complaints.api import order_for_caller
 from complaints.domain import CATEGORIES, DESIRED_OUTCOMES, VN_TZ
-from complaints.portal.i18n import LANGUAGES, TEXT, translate
+from complaints.portal.i18n import LANGUAGES, TEXT, translate, translate_reason
 from complaints.schemas import CaseIn
 from complaints.service import Deps
 from odr_shared.auth import InvalidToken, Party
@@ -81,6 +81,7 @@ def _render(request: Request, name: str, status: int = 200, **ctx: Any) -> HTMLR
     ctx.update(
         lang=lang,
         t=lambda key, **kw: translate(key, lang).format(**kw) if kw else translate(key, lang),
+        reason=lambda text: translate_reason(text, lang),
         other_lang="en" if lang == "vi" else "vi",
         signed_in=party is not None,
         csrf=_csrf(request, party) if party else "",
@@ -260,6 +261,24 @@ def case_page(request: Request, case_id: str) -> Response:
         return _see_other(r.url)
     case = service.get_case(_deps(request), party, case_id)
     return _render(request, "case.html", case=case, error=request.query_params.get("e"))
+
+
+@router.get("/cases/{case_id}/evidence/{evidence_id}")
+def evidence_file(request: Request, case_id: str, evidence_id: str) -> Response:
+    try:
+        party = _signed_in(request)
+    except _Redirect as r:
+        return _see_other(r.url)
+    ev, content = service.read_evidence(_deps(request), party, case_id, evidence_id)
+    return Response(
+        content,
+        media_type=ev.content_type,
+        headers={
+            "Content-Disposition": f'inline; filename="{ev.filename}"',
+            "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": "default-src 'none'; img-src 'self'; media-src 'self'",
+        },
+    )
 
 
 @router.post("/cases/{case_id}/{action}", response_class=HTMLResponse)
