@@ -94,4 +94,7 @@ def test_portal_journey_over_http(
     page = client.post(f"/cases/{case_id}/escalate", data={"csrf": csrf, "reason": "Không đồng ý"})
     assert 'data-status="escalated"' in page.text
     # Another consumer's case is not reachable from this session.
-    assert client.get("/cases/00000000-0000-0000-0000-000000000000").status_code == 404
+    missing = client.get("/cases/00000000-0000-0000-0000-000000000000")
+    assert missing.status_code == 404
+    assert "Không tìm thấy" in missing.text
+    assert "frame-ancestors" in missing.headers["content-security-policy"]

@@ -34,6 +34,8 @@ TEXT: dict[str, tuple[str, str]] = {
         "Too many attempts. Please try again in {n} seconds.",
     ),
     "logout": ("Thoát", "Sign out"),
+    "not_found": ("Không tìm thấy trang này.", "This page does not exist."),
+    "back_to_order": ("Về đơn hàng của bạn", "Back to your order"),
     "order": ("Đơn hàng", "Order"),
     "seller": ("Người bán", "Seller"),
     "status": ("Trạng thái", "Status"),

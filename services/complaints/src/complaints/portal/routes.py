@@ -26,6 +26,12 @@ from odr_shared.problems import Problem
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 SESSION_COOKIE = "odr_portal"
+SECURITY_HEADERS = {
+    # No script and no framing: the portal needs neither.
+    "Content-Security-Policy": "default-src 'self'; script-src 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
 LANG_COOKIE = "odr_lang"
 
 
@@ -89,6 +95,7 @@ def _render(request: Request, name: str, status: int = 200, **ctx: Any) -> HTMLR
         outcomes=DESIRED_OUTCOMES,
     )
     response = templates.TemplateResponse(request, name, ctx, status_code=status)
+    response.headers.update(SECURITY_HEADERS)
     if request.query_params.get("lang") in LANGUAGES:
         response.set_cookie(LANG_COOKIE, lang, max_age=365 * 86400, samesite="lax")
     return response
@@ -259,7 +266,12 @@ def case_page(request: Request, case_id: str) -> Response:
         party = _signed_in(request)
     except _Redirect as r:
         return _see_other(r.url)
-    case = service.get_case(_deps(request), party, case_id)
+    try:
+        case = service.get_case(_deps(request), party, case_id)
+    except Problem as exc:
+        if exc.status != 404:
+            raise
+        return _render(request, "not_found.html", 404)
     return _render(request, "case.html", case=case, error=request.query_params.get("e"))
 
 
