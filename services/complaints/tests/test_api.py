@@ -64,6 +64,7 @@ def test_otp_is_always_202_and_only_a_real_buyer_gets_a_code(
     assert cmd["data"]["recipient"]["phone"] == "+84912345678"
     assert len(cmd["data"]["params"]["code"]) == 6
     assert cmd["data"]["params"]["ttl_minutes"] == 5
+    assert cmd["data"]["recipient"]["language"] == "vi"
 
 
 def test_otp_code_is_stored_hashed_and_wrong_codes_are_limited(

@@ -196,3 +196,37 @@ def test_mediation_event_for_a_withdrawn_case_leaves_a_note_instead_of_failing(
     view = service.get_case(deps, consumer(order), rec.id)
     assert view["status"] == "withdrawn"
     assert any(e["kind"] == "note" for e in view["timeline"])
+
+
+def test_the_worker_deadline_clock_escalates_an_overdue_case(
+    deps: Deps, seed_order: Callable[..., str]
+) -> None:
+    import threading
+    import time
+
+    from complaints.worker import DeadlineClock
+
+    rec = open_for(deps, seed_order("DHCLOCK"))
+    with deps.sessions.begin() as s:
+        row = s.get(CaseRecord, rec.id)
+        assert row is not None
+        row.merchant_response_due_at = utcnow() - timedelta(minutes=1)
+    clock = DeadlineClock(deps, interval_s=0.05)
+    thread = threading.Thread(target=clock.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with deps.sessions() as s:
+                row = s.get(CaseRecord, rec.id)
+                if row is not None and row.status == "escalated":
+                    break
+            time.sleep(0.05)
+    finally:
+        clock.stop()
+        thread.join(timeout=10)
+    with deps.sessions() as s:
+        row = s.get(CaseRecord, rec.id)
+        assert row is not None
+        assert row.status == "escalated"
+        assert row.deadline_missed_at is not None

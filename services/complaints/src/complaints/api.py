@@ -42,7 +42,7 @@ def client_ip(request: Request) -> str:
 @router.post("/v1/otp", status_code=202, tags=["one-time codes"])
 def request_otp(body: OtpRequest, request: Request, deps: DepsDep) -> dict[str, str]:
     """Send a code by SMS if the order and phone match. Always 202: orders cannot be probed."""
-    service.request_otp(deps, body.order_code, body.phone, client_ip(request))
+    service.request_otp(deps, body.order_code, body.phone, client_ip(request), body.language)
     return {"detail": "if the order and phone match, a code has been sent by SMS"}
 
 

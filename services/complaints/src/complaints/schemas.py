@@ -20,9 +20,12 @@ class _In(BaseModel):
 class OtpRequest(_In):
     order_code: str = Field(min_length=1, max_length=100)
     phone: str = Field(min_length=6, max_length=20)
+    language: Literal["vi", "en"] = Field("vi", description="language of the SMS")
 
 
-class OtpVerify(OtpRequest):
+class OtpVerify(_In):
+    order_code: str = Field(min_length=1, max_length=100)
+    phone: str = Field(min_length=6, max_length=20)
     code: str = Field(pattern=r"^\d{6}$")
 
 

@@ -98,7 +98,9 @@ def _code_hash(cipher: DataCipher, challenge_id: str, code: str) -> str:
     return cipher.lookup_hash(f"otp:{challenge_id}:{code}")
 
 
-def request_otp(deps: Deps, order_code: str, phone: str, client_ip: str) -> None:
+def request_otp(
+    deps: Deps, order_code: str, phone: str, client_ip: str, language: str = "vi"
+) -> None:
     """Send a code if the order exists with this phone; the caller learns nothing either way."""
     s = deps.settings
     phone_norm = canonical_phone(phone)
@@ -133,7 +135,9 @@ def request_otp(deps: Deps, order_code: str, phone: str, client_ip: str) -> None
                 template="otp",
                 channel="sms",
                 recipient=Contact(
-                    name=deps.cipher.decrypt(order.buyer_name_enc), phone=phone_norm, language="vi"
+                    name=deps.cipher.decrypt(order.buyer_name_enc),
+                    phone=phone_norm,
+                    language=language,
                 ),
                 params={"code": code, "ttl_minutes": max(1, s.otp_ttl_s // 60)},
                 urgent=True,

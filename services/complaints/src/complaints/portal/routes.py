@@ -136,7 +136,7 @@ def send_code(
 ) -> Response:
     ip = request.client.host if request.client else "unknown"
     try:
-        service.request_otp(_deps(request), order_code, phone, ip)
+        service.request_otp(_deps(request), order_code, phone, ip, _lang(request))
     except Problem as exc:
         if exc.status != 429:
             raise
