@@ -137,7 +137,7 @@ def test_buyer_journey_case_offer_reject_escalate(
 
     ev = client.post(
         f"/v1/cases/{case_id}/evidence",
-        files={"file": ("photo.png", PNG, "image/png")},
+        files={"file": ("ảnh hỏng.png", PNG, "image/png")},
         headers=consumer,
     )
     assert ev.status_code == 201, ev.text
@@ -236,7 +236,9 @@ def test_buyer_journey_case_offer_reject_escalate(
 
     # Evidence download for the parties; the bytes come back as stored.
     ev_url = case["evidence"][0]["url"]
-    assert client.get(ev_url, headers=platform).content == PNG
+    download = client.get(ev_url, headers=platform)
+    assert download.content == PNG
+    assert "filename*=UTF-8''%E1%BA%A3nh" in download.headers["content-disposition"]
 
     # Once escalated, a new case for the order is still refused (the case is open).
     assert (

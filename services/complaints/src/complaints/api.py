@@ -20,6 +20,7 @@ from complaints.schemas import (
     TokenOut,
 )
 from complaints.service import Deps
+from complaints.storage import content_disposition
 from odr_shared.auth import CurrentParty, Party
 from odr_shared.problems import Problem, not_found
 
@@ -179,7 +180,7 @@ def download_evidence(
         content,
         media_type=ev.content_type,
         headers={
-            "Content-Disposition": f'attachment; filename="{ev.filename}"',
+            "Content-Disposition": content_disposition("attachment", ev.filename),
             "X-Content-Type-Options": "nosniff",
         },
     )

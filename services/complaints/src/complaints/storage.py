@@ -53,3 +53,11 @@ def sniff(content: bytes) -> tuple[str, str] | None:
     if content[4:8] == b"ftyp":
         return "video/mp4", "mp4"
     return None
+
+
+def content_disposition(disposition: str, filename: str) -> str:
+    """A header value for any file name: an ASCII fallback plus the UTF-8 name (RFC 6266)."""
+    from urllib.parse import quote
+
+    ascii_name = filename.encode("ascii", "ignore").decode().replace('"', "").strip() or "evidence"
+    return f"{disposition}; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename)}"

@@ -20,6 +20,7 @@ from complaints.domain import CATEGORIES, DESIRED_OUTCOMES, VN_TZ
 from complaints.portal.i18n import LANGUAGES, TEXT, translate, translate_reason
 from complaints.schemas import CaseIn
 from complaints.service import Deps
+from complaints.storage import content_disposition
 from odr_shared.auth import InvalidToken, Party
 from odr_shared.problems import Problem
 
@@ -286,7 +287,7 @@ def evidence_file(request: Request, case_id: str, evidence_id: str) -> Response:
         content,
         media_type=ev.content_type,
         headers={
-            "Content-Disposition": f'inline; filename="{ev.filename}"',
+            "Content-Disposition": content_disposition("inline", ev.filename),
             "X-Content-Type-Options": "nosniff",
             "Content-Security-Policy": "default-src 'none'; img-src 'self'; media-src 'self'",
         },
