@@ -230,3 +230,25 @@ def test_the_worker_deadline_clock_escalates_an_overdue_case(
         assert row is not None
         assert row.status == "escalated"
         assert row.deadline_missed_at is not None
+
+
+def test_platform_record_counts_late_and_timely_answers(
+    deps: Deps, seed_order: Callable[..., str]
+) -> None:
+    answered = open_for(deps, seed_order("DHR1"))
+    silent = open_for(deps, seed_order("DHR2"))
+    service.post_message(deps, PLATFORM, answered.id, "Chúng tôi đang kiểm tra")
+    with deps.sessions.begin() as s:
+        row = s.get(CaseRecord, silent.id)
+        assert row is not None
+        row.merchant_response_due_at = utcnow() - timedelta(hours=1)
+    other = Party("platform", "p", platform_id="plat-b")
+    seed_order("DHR3", platform_id="plat-b")
+    assert service.list_cases(deps, other, None, None) == []
+    (record,) = [r for r in service.platform_records(deps) if r["platform_id"] == "plat-a"]
+    assert record["cases_received"] == 2
+    assert record["cases_open"] == 2
+    assert record["answered_in_time_pct"] == 50.0
+    assert record["median_first_response_hours"] is not None
+    assert record["median_first_response_hours"] < 1
+    assert record["settled_by_agreement_pct"] is None
