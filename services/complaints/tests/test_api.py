@@ -288,3 +288,12 @@ def test_invalid_case_input_names_the_field(
         "/v1/cases", json={"order_code": "DH202", **CASE, "claimed_amount": -5}, headers=consumer
     )
     assert r.json()["errors"][0]["field"] == "claimed_amount"
+
+
+def test_otp_requests_are_rate_limited_per_ip(client: TestClient) -> None:
+    client.app.state.deps.settings.otp_per_ip_per_hour = 3  # type: ignore[attr-defined]
+    phones = ["0912000001", "0912000002", "0912000003", "0912000004"]
+    statuses = [
+        client.post("/v1/otp", json={"order_code": "ANY", "phone": p}).status_code for p in phones
+    ]
+    assert statuses == [202, 202, 202, 429]
