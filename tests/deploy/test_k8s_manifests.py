@@ -82,8 +82,16 @@ PENDING_SETTINGS = {
     "NOTIFICATIONS_SMTP_PASSWORD",
     "NOTIFICATIONS_SMS_API_KEY",
 } | set().union(*NAMED_BY_ISSUE.values())
-# Read by the runtime, not by Settings: uvicorn's runner, Python, libpq.
-RUNTIME_ENV = {"HOST", "PORT", "WEB_CONCURRENCY", "PYTHONUNBUFFERED", "PGUSER", "PGPASSWORD"}
+# Read by the runtime, not by Settings: uvicorn's runner, Python, libpq, odr_shared.worker.
+RUNTIME_ENV = {
+    "HOST",
+    "PORT",
+    "WEB_CONCURRENCY",
+    "PYTHONUNBUFFERED",
+    "PGUSER",
+    "PGPASSWORD",
+    "WORKER_HEALTH_PORT",
+}
 
 Doc = dict[str, Any]
 
@@ -397,19 +405,27 @@ def test_each_service_runs_its_own_console_scripts_from_its_own_image(rendered, 
         assert re.fullmatch(rf"(.+/)?odr/{service}:[\w.-]+", image), image
 
 
-def test_apis_listen_on_all_interfaces_and_probe_healthz_and_readyz(rendered, overlay):
-    for w in workloads(rendered[overlay]):
-        if w.component != "api":
+def test_apis_and_workers_are_probed_on_healthz_and_readyz(rendered, overlay):
+    docs = rendered[overlay]
+    for w in workloads(docs):
+        if w.component == "migration":
             continue
         (container,) = w.pod["containers"]
-        port = {p["name"]: p["containerPort"] for p in container["ports"]}["http"]
-        assert container["args"] == ["--host", "0.0.0.0", "--port", str(port)]
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        if w.component == "api":
+            port_name = "http"
+            # The runner listens where the Service and the probes look.
+            assert container["args"] == ["--host", "0.0.0.0", "--port", str(ports["http"])]
+        else:
+            port_name = "health"
+            env = container_env(docs, container)
+            assert env["WORKER_HEALTH_PORT"] == str(ports["health"]), w.name
         for probe, path in (
             ("livenessProbe", "/healthz"),
             ("readinessProbe", "/readyz"),
             ("startupProbe", "/healthz"),
         ):
-            assert container[probe]["httpGet"] == {"path": path, "port": "http"}, (w.name, probe)
+            assert container[probe]["httpGet"] == {"path": path, "port": port_name}, (w.name, probe)
 
 
 def test_every_container_is_non_root_read_only_and_bounded(rendered, overlay):
@@ -731,6 +747,8 @@ def expected_paths() -> Iterator[tuple[Peer, Peer, int, bool]]:
         yield migration, KAFKA, 9092, False
         yield INGRESS_CONTROLLER, api, 8080, True
         yield INGRESS_CONTROLLER, worker, 8080, False
+        yield INGRESS_CONTROLLER, worker, 8081, False
+        yield api, worker, 8081, False
         yield api, INTERNET, 443, False
         yield migration, INTERNET, 443, False
         if service != "notifications":
