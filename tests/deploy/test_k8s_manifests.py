@@ -62,7 +62,12 @@ PRODUCTION_REQUIRED_FIELDS = {
     "storage_dir",
     "smtp_host",
     "smtp_port",
+    "smtp_starttls",
+    "mail_from",
     "sms_provider_url",
+    "portal_url",
+    "dashboard_url",
+    "secure_cookies",
 }
 # Named by issue 7 for services whose branches add them; the manifests set them already, so they
 # must be set whether or not the Settings field exists yet.
@@ -75,12 +80,17 @@ NAMED_BY_ISSUE = {
         "NOTIFICATIONS_SMS_PROVIDER_URL",
     },
 }
-# Set by the manifests but read by no Settings field yet: provider credentials the notifications
-# branch is expected to add. Anything else unknown is a typo.
+# Set by the manifests for settings the complaints and notifications branches are adding (not
+# on this branch yet). Once merged they are ordinary fields; anything else unknown is a typo.
 PENDING_SETTINGS = {
+    "COMPLAINTS_SECURE_COOKIES",
     "NOTIFICATIONS_SMTP_USERNAME",
     "NOTIFICATIONS_SMTP_PASSWORD",
+    "NOTIFICATIONS_SMTP_STARTTLS",
+    "NOTIFICATIONS_MAIL_FROM",
     "NOTIFICATIONS_SMS_API_KEY",
+    "NOTIFICATIONS_PORTAL_URL",
+    "NOTIFICATIONS_DASHBOARD_URL",
 } | set().union(*NAMED_BY_ISSUE.values())
 # Read by the runtime, not by Settings: uvicorn's runner, Python, libpq, odr_shared.worker.
 RUNTIME_ENV = {
