@@ -101,3 +101,21 @@ def test_make_images_fails_clearly_without_a_container_tool(tmp_path):
     )
     assert result.returncode != 0
     assert "needs docker or podman" in result.stderr
+
+
+def test_overlays_run_the_images_make_images_builds(rendered):
+    # `make images` tags odr/<service>:$(IMAGE_TAG) (default dev), optionally under a registry.
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^IMAGE_TAG \?= dev$", makefile, re.MULTILINE)
+    for overlay, docs in rendered.items():
+        images = {
+            c["image"]
+            for d in docs
+            if d["kind"] in ("Deployment", "Job")
+            for c in d["spec"]["template"]["spec"]["containers"]
+        }
+        names = {re.sub(r"^.*?(odr/[a-z]+):[\w.-]+$", r"\1", i) for i in images}
+        assert names == {f"odr/{s}" for s in SERVICES}, overlay
+        assert len({i.rsplit(":", 1)[1] for i in images}) == 1, f"{overlay}: one release tag"
+        if overlay == "dev":
+            assert images == {f"odr/{s}:dev" for s in SERVICES}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import importlib
 import ipaddress
 import os
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
+import kubernetes_validate.utils
 import pytest
 from cryptography.fernet import Fernet
 from pydantic import AliasChoices
@@ -268,6 +270,15 @@ def test_every_overlay_renders_the_whole_platform(rendered, overlay):
     for doc in docs:
         if doc["kind"] != "Namespace":
             assert doc["metadata"].get("namespace") == NAMESPACE, doc["metadata"]["name"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _schemas_parsed_once() -> Iterator[None]:
+    # kubernetes_validate re-reads and re-parses its JSON schemas on every call (seconds here).
+    with pytest.MonkeyPatch.context() as patch:
+        cached = functools.cache(kubernetes_validate.utils.schema_contents)
+        patch.setattr(kubernetes_validate.utils, "schema_contents", cached)
+        yield
 
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
