@@ -560,6 +560,8 @@ def test_kafka_bootstrap_is_the_strimzi_plain_listener(rendered, overlay):
         if listener["type"] == "internal" and not listener["tls"]
     ]
     assert len(plain) == 1
+    for listener in kafka["spec"]["kafka"]["listeners"]:
+        assert listener.get("networkPolicyPeers"), f"listener {listener['name']} is open to all"
     bootstrap = f"{kafka['metadata']['name']}-kafka-bootstrap:{plain[0]['port']}"
     assert named(docs, "ConfigMap", "odr-platform")["data"]["KAFKA_BOOTSTRAP_SERVERS"] == bootstrap
     for w in workloads(docs):
