@@ -103,6 +103,7 @@ RUNTIME_ENV = {
     "PGUSER",
     "PGPASSWORD",
     "WORKER_HEALTH_PORT",
+    "FORWARDED_ALLOW_IPS",
 }
 
 Doc = dict[str, Any]
@@ -439,6 +440,9 @@ def test_apis_and_workers_are_probed_on_healthz_and_readyz(rendered, overlay):
             port_name = "http"
             # The runner listens where the Service and the probes look.
             assert container["args"] == ["--host", "0.0.0.0", "--port", str(ports["http"])]
+            # Behind the ingress every client would otherwise share the controller's address,
+            # and per-IP rate limits (one-time codes) would throttle the whole country at once.
+            assert container_env(docs, container).get("FORWARDED_ALLOW_IPS"), w.name
         else:
             port_name = "health"
             env = container_env(docs, container)
