@@ -104,6 +104,7 @@ RUNTIME_ENV = {
     "PGPASSWORD",
     "WORKER_HEALTH_PORT",
     "FORWARDED_ALLOW_IPS",
+    "KAFKA_ENSURE_TOPICS",
 }
 
 Doc = dict[str, Any]
@@ -605,6 +606,11 @@ def test_kafka_runs_in_kraft_mode_with_node_pools(rendered, overlay):
 
 def test_kafka_topics_are_the_contract_topics_and_their_dead_letters(rendered, overlay):
     docs = rendered[overlay]
+    for w in workloads(docs):
+        if w.component == "worker":
+            # Else a worker starting before the topic operator would create them (1 replica).
+            env = container_env(docs, w.pod["containers"][0])
+            assert env.get("KAFKA_ENSURE_TOPICS") == "false", w.name
     (kafka,) = of_kind(docs, "Kafka")
     topics = {t["spec"]["topicName"]: t for t in of_kind(docs, "KafkaTopic")}
     assert set(topics) == set(TOPICS) | {dead_letter_topic(t) for t in TOPICS}

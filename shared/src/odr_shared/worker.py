@@ -15,6 +15,8 @@ from odr_shared.outbox import OutboxRelay
 
 log = logging.getLogger(__name__)
 
+_FALSE = {"0", "false", "no", "off"}
+
 
 class Stoppable:
     def run(self) -> None: ...
@@ -36,10 +38,15 @@ def run_worker(
     With ``health_port`` (default: the ``WORKER_HEALTH_PORT`` environment variable; unset means
     none) the worker answers Kubernetes probes: ``/healthz`` while every part is running,
     ``/readyz`` when, in addition, the broker is reachable.
+
+    The worker creates its missing ``topics`` unless ``KAFKA_ENSURE_TOPICS`` is false: where
+    topics are managed resources (Strimzi KafkaTopic), a worker that wins the race against the
+    topic operator would otherwise create them with the local defaults (3 partitions, 1 replica).
     """
     if health_port is None and os.environ.get("WORKER_HEALTH_PORT"):
         health_port = int(os.environ["WORKER_HEALTH_PORT"])
-    if topics:
+    create_topics = os.environ.get("KAFKA_ENSURE_TOPICS", "true").strip().lower() not in _FALSE
+    if topics and create_topics:
         ensure_topics(bootstrap_servers, topics)
     stop = threading.Event()
 

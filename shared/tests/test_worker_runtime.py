@@ -1,11 +1,13 @@
-"""Worker probes (WORKER_HEALTH_PORT): alive while its parts run, ready with a reachable broker."""
+"""Worker runtime options for Kubernetes: probes (WORKER_HEALTH_PORT), managed topics."""
 
 from __future__ import annotations
 
 import threading
+import uuid
 
 import httpx
 import pytest
+from kafka import KafkaAdminClient
 
 from odr_shared.testing import TansuBroker, free_port, wait_http
 from odr_shared.worker import Stoppable, run_worker
@@ -92,3 +94,28 @@ def test_worker_is_not_ready_without_a_broker():
     assert answer.json()["status"] == "failing"
     assert httpx.get(f"http://127.0.0.1:{port}/metrics").status_code == 404
     stop_with_failure(part, thread, ended)
+
+
+@pytest.mark.kafka
+@pytest.mark.parametrize("ensure", ["true", "false"])
+def test_worker_creates_its_topics_unless_they_are_managed(broker, monkeypatch, ensure):
+    # KAFKA_ENSURE_TOPICS=false (Kubernetes: topics are KafkaTopic resources) leaves them alone.
+    topic = f"probe-{uuid.uuid4().hex[:8]}.events"
+    monkeypatch.setenv("KAFKA_ENSURE_TOPICS", ensure)
+    part = Part()
+    part.finish(fail=True)
+    with pytest.raises(SystemExit):
+        run_worker(
+            "topics-test",
+            [part],
+            bootstrap_servers=broker.bootstrap,
+            topics=[topic],
+            install_signals=False,
+        )
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    try:
+        existing = set(admin.list_topics())
+    finally:
+        admin.close()
+    created = {topic, f"{topic}.dlq"} <= existing
+    assert created == (ensure == "true")
