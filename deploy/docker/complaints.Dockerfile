@@ -1,5 +1,5 @@
-# The complaints image: complaints-api (the default command), complaints-worker and complaints-migrate,
-# installed from uv.lock. Build from the repository root with `make images`, or
+# The complaints image: complaints-api (the default command), complaints-worker and
+# complaints-migrate, installed from uv.lock. Build from the repository root with `make images`, or
 # `docker build -f deploy/docker/complaints.Dockerfile -t odr/complaints:dev .`
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
@@ -27,7 +27,8 @@ COPY services/complaints/migrations services/complaints/migrations
 COPY services/complaints/src services/complaints/src
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --package odr-complaints \
- && /app/.venv/bin/python -m compileall -q shared/src services/complaints/src services/complaints/migrations
+ && /app/.venv/bin/python -m compileall -q \
+      shared/src services/complaints/src services/complaints/migrations
 
 FROM ${PYTHON_IMAGE} AS runtime
 # A fixed non-root UID/GID (10001), matching the pods' securityContext (runAsUser: 10001).

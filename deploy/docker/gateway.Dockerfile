@@ -1,5 +1,5 @@
-# The gateway image: gateway-api (the default command), gateway-worker and gateway-migrate,
-# installed from uv.lock. Build from the repository root with `make images`, or
+# The gateway image: gateway-api (the default command), gateway-worker and
+# gateway-migrate, installed from uv.lock. Build from the repository root with `make images`, or
 # `docker build -f deploy/docker/gateway.Dockerfile -t odr/gateway:dev .`
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
@@ -27,7 +27,8 @@ COPY services/marketplace-gateway/migrations services/marketplace-gateway/migrat
 COPY services/marketplace-gateway/src services/marketplace-gateway/src
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --package odr-gateway \
- && /app/.venv/bin/python -m compileall -q shared/src services/marketplace-gateway/src services/marketplace-gateway/migrations
+ && /app/.venv/bin/python -m compileall -q \
+      shared/src services/marketplace-gateway/src services/marketplace-gateway/migrations
 
 FROM ${PYTHON_IMAGE} AS runtime
 # A fixed non-root UID/GID (10001), matching the pods' securityContext (runAsUser: 10001).

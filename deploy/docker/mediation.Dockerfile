@@ -1,5 +1,5 @@
-# The mediation image: mediation-api (the default command), mediation-worker and mediation-migrate,
-# installed from uv.lock. Build from the repository root with `make images`, or
+# The mediation image: mediation-api (the default command), mediation-worker and
+# mediation-migrate, installed from uv.lock. Build from the repository root with `make images`, or
 # `docker build -f deploy/docker/mediation.Dockerfile -t odr/mediation:dev .`
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
@@ -27,7 +27,8 @@ COPY services/mediation/migrations services/mediation/migrations
 COPY services/mediation/src services/mediation/src
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --package odr-mediation \
- && /app/.venv/bin/python -m compileall -q shared/src services/mediation/src services/mediation/migrations
+ && /app/.venv/bin/python -m compileall -q \
+      shared/src services/mediation/src services/mediation/migrations
 
 FROM ${PYTHON_IMAGE} AS runtime
 # A fixed non-root UID/GID (10001), matching the pods' securityContext (runAsUser: 10001).

@@ -1,5 +1,5 @@
-# The notifications image: notifications-api (the default command), notifications-worker and notifications-migrate,
-# installed from uv.lock. Build from the repository root with `make images`, or
+# The notifications image: notifications-api (the default command), notifications-worker and
+# notifications-migrate, installed from uv.lock. Build from the repository root with `make images`, or
 # `docker build -f deploy/docker/notifications.Dockerfile -t odr/notifications:dev .`
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
@@ -27,7 +27,8 @@ COPY services/notifications/migrations services/notifications/migrations
 COPY services/notifications/src services/notifications/src
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --package odr-notifications \
- && /app/.venv/bin/python -m compileall -q shared/src services/notifications/src services/notifications/migrations
+ && /app/.venv/bin/python -m compileall -q \
+      shared/src services/notifications/src services/notifications/migrations
 
 FROM ${PYTHON_IMAGE} AS runtime
 # A fixed non-root UID/GID (10001), matching the pods' securityContext (runAsUser: 10001).
