@@ -1,5 +1,6 @@
 # The complaints image: complaints-api (the default command), complaints-worker and
-# complaints-migrate, installed from uv.lock. Build from the repository root with `make images`, or
+# complaints-migrate, installed from uv.lock.
+# Build from the repository root with `make images`, or
 # `docker build -f deploy/docker/complaints.Dockerfile -t odr/complaints:dev .`
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 

@@ -1,5 +1,6 @@
 # The gateway image: gateway-api (the default command), gateway-worker and
-# gateway-migrate, installed from uv.lock. Build from the repository root with `make images`, or
+# gateway-migrate, installed from uv.lock.
+# Build from the repository root with `make images`, or
 # `docker build -f deploy/docker/gateway.Dockerfile -t odr/gateway:dev .`
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 

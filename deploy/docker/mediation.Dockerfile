@@ -1,5 +1,6 @@
 # The mediation image: mediation-api (the default command), mediation-worker and
-# mediation-migrate, installed from uv.lock. Build from the repository root with `make images`, or
+# mediation-migrate, installed from uv.lock.
+# Build from the repository root with `make images`, or
 # `docker build -f deploy/docker/mediation.Dockerfile -t odr/mediation:dev .`
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 

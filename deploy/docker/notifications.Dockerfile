@@ -1,5 +1,6 @@
 # The notifications image: notifications-api (the default command), notifications-worker and
-# notifications-migrate, installed from uv.lock. Build from the repository root with `make images`, or
+# notifications-migrate, installed from uv.lock.
+# Build from the repository root with `make images`, or
 # `docker build -f deploy/docker/notifications.Dockerfile -t odr/notifications:dev .`
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
