@@ -62,3 +62,21 @@ format: env
 
 clean:
 	rm -rf var test-artifacts .pytest_cache .mypy_cache .ruff_cache
+
+# Container images for deploy/k8s (one per service, from uv.lock): odr/<service>:$(IMAGE_TAG), or
+# $(IMAGE_REGISTRY)/odr/<service>:$(IMAGE_TAG). Needs docker or podman (CONTAINER_TOOL=...).
+IMAGE_TAG ?= dev
+IMAGE_REGISTRY ?=
+IMAGE_SERVICES := gateway complaints mediation notifications
+CONTAINER_TOOL ?= $(shell command -v docker >/dev/null 2>&1 && echo docker || (command -v podman >/dev/null 2>&1 && echo podman))
+.PHONY: images
+images:
+	@if [ -z "$(CONTAINER_TOOL)" ]; then \
+	  echo "make images needs docker or podman (none found on PATH); set CONTAINER_TOOL=... to choose one" >&2; exit 1; fi
+	@$(CONTAINER_TOOL) info >/dev/null 2>&1 || { \
+	  echo "make images: '$(CONTAINER_TOOL)' cannot reach its engine (is the daemon running?)" >&2; exit 1; }
+	@set -e; for svc in $(IMAGE_SERVICES); do \
+	  ref="$(if $(IMAGE_REGISTRY),$(IMAGE_REGISTRY)/)odr/$$svc:$(IMAGE_TAG)"; \
+	  echo "building $$ref"; \
+	  $(CONTAINER_TOOL) build -f deploy/docker/$$svc.Dockerfile -t "$$ref" .; \
+	done
