@@ -7,6 +7,7 @@ import json
 import threading
 import time
 import uuid
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -231,7 +232,7 @@ def case_event(
         subject=case_id,
         data=CaseEventV1(
             case_id=case_id,
-            reference=f"KN-2026-{uuid.uuid4().int % 1_000_000:06d}",
+            reference=f"KN-2026-{zlib.crc32(case_id.encode()) % 1_000_000:06d}",
             order_id=f"{platform_id}:DH{case_id[-6:].upper()}",
             platform_id=platform_id,
             order_code=f"DH{case_id[-6:].upper()}",
