@@ -7,6 +7,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from notifications_testkit import clock, db_url, mailbox, sms_provider
+from notifications_testkit import clock, db_url, harness, mailbox, sms_provider
 
-__all__ = ["clock", "db_url", "mailbox", "sms_provider"]
+__all__ = ["clock", "db_url", "harness", "mailbox", "sms_provider"]

@@ -369,3 +369,23 @@ class Harness:
     def close(self) -> None:
         self.producer.close()
         self.engine.dispose()
+
+
+@pytest.fixture
+def harness(
+    db_url: str, broker: Any, sms_provider: SmsProvider, mailbox: Mailbox, clock: Clock
+) -> Iterator[Harness]:
+    from odr_shared.events import CASES_TOPIC, NOTIFICATIONS_TOPIC, ORDERS_TOPIC
+    from odr_shared.kafka import ensure_topics
+
+    ensure_topics(broker.bootstrap, [NOTIFICATIONS_TOPIC, ORDERS_TOPIC, CASES_TOPIC])
+    settings = make_settings(
+        db_url,
+        kafka_bootstrap_servers=broker.bootstrap,
+        sms_provider_url=sms_provider.url,
+        smtp_port=mailbox.port,
+        max_attempts=3,
+    )
+    h = Harness(settings, clock)
+    yield h
+    h.close()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -25,27 +24,9 @@ from notifications_testkit import (
 
 from notifications.deliveries import set_order_status_preference
 from odr_shared.events import CASES_TOPIC, NOTIFICATIONS_TOPIC, ORDERS_TOPIC
-from odr_shared.kafka import ensure_topics
 from odr_shared.testing import TansuBroker
 
 pytestmark = pytest.mark.kafka
-
-
-@pytest.fixture
-def harness(
-    db_url: str, broker: TansuBroker, sms_provider: SmsProvider, mailbox: Mailbox, clock: Clock
-) -> Iterator[Harness]:
-    ensure_topics(broker.bootstrap, [NOTIFICATIONS_TOPIC, ORDERS_TOPIC, CASES_TOPIC])
-    settings = make_settings(
-        db_url,
-        kafka_bootstrap_servers=broker.bootstrap,
-        sms_provider_url=sms_provider.url,
-        smtp_port=mailbox.port,
-        max_attempts=3,
-    )
-    h = Harness(settings, clock)
-    yield h
-    h.close()
 
 
 def vn(hour: int, minute: int = 0, day: int = 23) -> datetime:
