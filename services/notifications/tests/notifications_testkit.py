@@ -51,6 +51,7 @@ class SmsProvider:
     references: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
     url: str = ""
+    authorizations: list[str] = field(default_factory=list)
 
     def texts_to(self, phone: str) -> list[str]:
         with self.lock:
@@ -66,6 +67,7 @@ def _sms_handler(provider: SmsProvider) -> type[BaseHTTPRequestHandler]:
             with provider.lock:
                 provider.requests += 1
                 n = provider.requests
+                provider.authorizations.append(self.headers.get("authorization") or "")
             behaviour = provider.schedule(n)
             if behaviour in ("503", "429", "400"):
                 self._answer(int(behaviour), {"error": behaviour})
