@@ -4,10 +4,18 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Form, Path, Query, Request
+from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
-from notifications.deliveries import get_preference, list_deliveries, set_order_status_preference
+from notifications.deliveries import (
+    get_preference,
+    list_deliveries,
+    set_order_status_preference,
+    unsubscribe,
+    unsubscribe_link_exists,
+)
+from notifications.rendering import render_page
 from odr_shared.auth import AdminParty, CurrentParty
 
 router = APIRouter()
@@ -80,3 +88,32 @@ def read_preference(
 ) -> dict[str, Any]:
     with request.app.state.sessions() as session:
         return get_preference(session, request.app.state.cipher, contact)
+
+
+UnsubscribeToken = Path(min_length=8, max_length=32, pattern=r"^[A-Za-z0-9_-]+$")
+
+
+@router.get("/u/{token}", tags=["preferences"], response_class=HTMLResponse)
+def unsubscribe_page(request: Request, token: str = UnsubscribeToken) -> HTMLResponse:
+    """The link in order-status messages: a page that asks (a GET never changes anything, so
+    link previews cannot unsubscribe anyone)."""
+    with request.app.state.sessions() as session:
+        known = unsubscribe_link_exists(session, token)
+    state = "ask" if known else "invalid"
+    return HTMLResponse(
+        render_page("_unsubscribe.html.j2", state=state, action=f"/u/{token}"),
+        status_code=200 if known else 404,
+    )
+
+
+@router.post("/u/{token}", tags=["preferences"], response_class=HTMLResponse)
+def unsubscribe_confirm(
+    request: Request, token: str = UnsubscribeToken, resume: str | None = Form(None)
+) -> HTMLResponse:
+    with request.app.state.sessions() as session, session.begin():
+        known = unsubscribe(session, token, opt_out=not resume)
+    state = ("resumed" if resume else "done") if known else "invalid"
+    return HTMLResponse(
+        render_page("_unsubscribe.html.j2", state=state, action=f"/u/{token}"),
+        status_code=200 if known else 404,
+    )

@@ -32,6 +32,7 @@ def notifier(settings: NotificationsSettings) -> Notifier:
             sms_max_segments=settings.sms_max_segments,
             sms_unaccented=settings.sms_unaccented,
         ),
+        public_base_url=settings.public_base_url,
     )
 
 

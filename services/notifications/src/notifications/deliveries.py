@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -12,7 +13,7 @@ from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from notifications.models import CaseContact, Delivery, RecipientPreference
+from notifications.models import CaseContact, Delivery, RecipientPreference, UnsubscribeLink
 from notifications.planner import (
     SOURCE_TOPICS,
     CaseContext,
@@ -38,6 +39,7 @@ class Notifier:
 
     cipher: DataCipher
     renderer: Renderer
+    public_base_url: str = "http://127.0.0.1:8004"
 
 
 class InvalidAddress(ValueError):
@@ -159,10 +161,12 @@ def record_planned(
     if exists:
         return False
     language = planned.language
-    rendered = notifier.renderer.render(planned.template, language, planned.channel, planned.params)
-    shown = notifier.renderer.render(
-        planned.template, language, planned.channel, redacted(planned.params)
-    )
+    params = dict(planned.params)
+    if planned.category == "order_status" and error is None:
+        token = unsubscribe_token(session, recipient_hash)
+        params["unsubscribe_url"] = f"{notifier.public_base_url.rstrip('/')}/u/{token}"
+    rendered = notifier.renderer.render(planned.template, language, planned.channel, params)
+    shown = notifier.renderer.render(planned.template, language, planned.channel, redacted(params))
     status = "pending"
     if error is not None:
         status = "failed"
@@ -228,6 +232,43 @@ def _display(message: RenderedMessage) -> str:
 # -- preferences ----------------------------------------------------------------------------
 
 
+def unsubscribe_token(session: Session, recipient_hash: str) -> str:
+    """The recipient's one opt-out token, made on first use (short enough for an SMS)."""
+    link = session.execute(
+        select(UnsubscribeLink).where(UnsubscribeLink.recipient_hash == recipient_hash)
+    ).scalar_one_or_none()
+    if link is None:
+        link = UnsubscribeLink(
+            token=secrets.token_urlsafe(9), recipient_hash=recipient_hash, created_at=utcnow()
+        )
+        session.add(link)
+        session.flush()
+    return link.token
+
+
+def unsubscribe(session: Session, token: str, *, opt_out: bool = True) -> bool:
+    """Follow an opt-out link; False if the token is unknown."""
+    link = session.get(UnsubscribeLink, token)
+    if link is None:
+        return False
+    _set_opt_out(session, link.recipient_hash, opt_out)
+    return True
+
+
+def unsubscribe_link_exists(session: Session, token: str) -> bool:
+    return session.get(UnsubscribeLink, token) is not None
+
+
+def _set_opt_out(session: Session, recipient_hash: str, opt_out: bool) -> RecipientPreference:
+    pref = session.get(RecipientPreference, recipient_hash)
+    if pref is None:
+        pref = RecipientPreference(recipient_hash=recipient_hash, updated_at=utcnow())
+        session.add(pref)
+    pref.order_status_opt_out = opt_out
+    pref.updated_at = utcnow()
+    return pref
+
+
 def opted_out_of_order_status(session: Session, recipient_hash: str) -> bool:
     pref = session.get(RecipientPreference, recipient_hash)
     return bool(pref and pref.order_status_opt_out)
@@ -246,13 +287,7 @@ def set_order_status_preference(
             "contact is neither a phone number nor an email address",
             errors=[{"field": "contact", "reason": str(exc)}],
         ) from exc
-    key = cipher.lookup_hash(address)
-    pref = session.get(RecipientPreference, key)
-    if pref is None:
-        pref = RecipientPreference(recipient_hash=key, updated_at=utcnow())
-        session.add(pref)
-    pref.order_status_opt_out = opt_out
-    pref.updated_at = utcnow()
+    pref = _set_opt_out(session, cipher.lookup_hash(address), opt_out)
     return preference_view(address, pref)
 
 

@@ -95,3 +95,13 @@ class RecipientPreference(Base):
     recipient_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     order_status_opt_out: Mapped[bool] = mapped_column(Boolean, default=False)
     updated_at: Mapped[datetime]
+
+
+class UnsubscribeLink(Base):
+    """A short random token in order-status messages: whoever holds it may turn them off."""
+
+    __tablename__ = "unsubscribe_links"
+
+    token: Mapped[str] = mapped_column(String(32), primary_key=True)
+    recipient_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]

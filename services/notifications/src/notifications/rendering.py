@@ -18,7 +18,7 @@ from notifications.segments import fit_sms
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 LANGUAGES = ("vi", "en")
 # Parameters that must never be stored or shown in clear (the stored copy is redacted).
-SECRET_PARAMS = frozenset({"code"})
+SECRET_PARAMS = frozenset({"code", "unsubscribe_url"})
 
 ORDER_STATUS_LABELS = {
     "vi": {
@@ -139,6 +139,7 @@ class Renderer:
             "seller": None,
             "status": None,
             "neutral_role": "mediator",
+            "unsubscribe_url": None,
         }
         context.update(params)
         context.update(
@@ -189,3 +190,11 @@ class Renderer:
         layout = self._html.get_template("_layout.html.j2")
         html = layout.render(lang=language, subject=subject, content=Markup(content))  # noqa: S704 - autoescaped above
         return RenderedMessage(text=text, subject=subject, html=html)
+
+
+def render_page(name: str, **context: Any) -> str:
+    """One of the service's own small HTML pages (autoescaped)."""
+    return _PAGES.get_template(name).render(**context)
+
+
+_PAGES = _environment(autoescape=True)

@@ -10,6 +10,7 @@ from notifications_testkit import (
     CONSUMER_EN,
     CONSUMER_VI,
     Harness,
+    SmsProvider,
     case_event,
     order_event,
     otp_command,
@@ -167,3 +168,51 @@ def test_preferences_are_admin_only_and_validate_the_contact(client: TestClient)
     )
     assert bad.status_code == 422
     assert bad.json()["errors"][0]["field"] == "contact"
+
+
+def test_signed_link_in_order_status_sms_opts_out_and_back_in(
+    client: TestClient, harness: Harness, sms_provider: SmsProvider
+) -> None:
+    harness.deliver(order_event("0966222333", status_notifications=True), ORDERS_TOPIC)
+    harness.drain()
+    [text] = sms_provider.texts_to("+84966222333")
+    link = text.rsplit(" ", 1)[-1]
+    assert "/u/" in link
+    path = link[link.index("/u/") :]
+    # The stored copy does not carry the link (it is a capability), the sent text does.
+    [row] = client.get(
+        "/v1/deliveries", params={"recipient": "0966222333"}, headers=token("admin")
+    ).json()
+    assert path not in row["body"]
+
+    page = client.get(path)
+    assert page.status_code == 200
+    assert "Ngừng nhận tin" in page.text
+    assert '<form method="post"' in page.text
+    pref = client.get("/v1/preferences", params={"contact": "0966222333"}, headers=token("admin"))
+    assert pref.json()["order_status"] is True
+
+    done = client.post(path)
+    assert done.status_code == 200
+    assert "Đã ngừng nhận tin" in done.text
+    harness.deliver(order_event("0966222333", status_notifications=True), ORDERS_TOPIC)
+    consumer = CONSUMER_VI.model_copy(update={"phone": "0966222333", "email": None})
+    harness.deliver(case_event("case.deadline_missed", consumer=consumer), CASES_TOPIC)
+    harness.drain()
+    texts = sms_provider.texts_to("+84966222333")
+    assert len(texts) == 2  # the first order message and the deadline, not the second order
+    assert "dung han" in texts[1] or "đúng hạn" in texts[1]
+
+    resumed = client.post(path, data={"resume": "1"})
+    assert resumed.status_code == 200
+    harness.deliver(order_event("0966222333", status_notifications=True), ORDERS_TOPIC)
+    harness.drain()
+    assert len(sms_provider.texts_to("+84966222333")) == 3
+    # The same recipient keeps one link.
+    assert sms_provider.texts_to("+84966222333")[2].endswith(path)
+
+
+def test_unknown_unsubscribe_link_changes_nothing(client: TestClient) -> None:
+    assert client.get("/u/NoSuchToken1").status_code == 404
+    assert client.post("/u/NoSuchToken1").status_code == 404
+    assert client.get("/u/bad%20token").status_code == 422
