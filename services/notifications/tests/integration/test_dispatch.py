@@ -207,3 +207,18 @@ def test_stored_deliveries_hold_no_contact_or_code_in_clear(harness: Harness, db
     [otp] = [d for d in harness.deliveries() if d.template == "otp"]
     assert "******" in otp.body
     assert harness.cipher.decrypt(otp.recipient_enc) == "+84977123456"
+
+
+def test_a_command_without_a_usable_address_is_recorded_failed_and_dead_lettered(
+    harness: Harness, sms_provider: SmsProvider, broker: TansuBroker
+) -> None:
+    command = otp_command("12345")  # not a phone number
+    harness.deliver(command, NOTIFICATIONS_TOPIC)
+    harness.drain()
+    [delivery] = harness.deliveries()
+    assert delivery.status == "failed"
+    assert delivery.attempts == 0
+    assert "invalid sms address" in (delivery.last_error or "")
+    assert sms_provider.requests == 0
+    [letter] = _dead_letters(broker.bootstrap, "notifications.commands.dlq", command.id, 1)
+    assert letter["value"]["template"] == "otp"  # type: ignore[index]
