@@ -369,6 +369,7 @@ class Harness:
             return list(session.execute(select(Delivery).order_by(Delivery.id)).scalars())
 
     def close(self) -> None:
+        self.dispatcher.close()
         self.producer.close()
         self.engine.dispose()
 

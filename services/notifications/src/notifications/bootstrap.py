@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 
 from kafka import KafkaProducer
@@ -85,6 +86,15 @@ def dispatcher(
         ),
         clock=clock,
         batch_size=settings.dispatch_batch_size,
-        lease=timedelta(seconds=settings.dispatch_lease_s),
+        lease=timedelta(seconds=lease_s(settings)),
         poll_interval_s=settings.dispatch_poll_interval_s,
+        concurrency=settings.dispatch_concurrency,
     )
+
+
+def lease_s(settings: NotificationsSettings) -> float:
+    """A claim must outlast the slowest round of sends, or a second sender could take it over
+    while the first is still waiting on a provider."""
+    rounds = math.ceil(settings.dispatch_batch_size / settings.dispatch_concurrency)
+    slowest = max(settings.sms_timeout_s, settings.smtp_timeout_s * 4)  # connect, TLS, auth, data
+    return max(settings.dispatch_lease_s, rounds * slowest * 1.5)

@@ -13,6 +13,7 @@ import logging
 import threading
 import time as _time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -90,6 +91,7 @@ class Dispatcher(Stoppable):
         batch_size: int = 50,
         lease: timedelta = timedelta(minutes=2),
         poll_interval_s: float = 0.5,
+        concurrency: int = 8,
     ) -> None:
         self.sessions = session_factory
         self.cipher = cipher
@@ -102,34 +104,61 @@ class Dispatcher(Stoppable):
         self.batch_size = batch_size
         self.lease = lease
         self.poll_interval_s = poll_interval_s
+        self.concurrency = max(1, concurrency)
         self.stats = DispatchStats()
         self._stop = threading.Event()
+        self._stats_lock = threading.Lock()
+        # Sends run in parallel, so one slow provider call does not hold up a one-time code
+        # claimed in the same round.
+        self._pool: ThreadPoolExecutor | None = None
 
     # -- the loop -----------------------------------------------------------------------------
 
     def run(self) -> None:
         log.info("dispatcher started")
-        while not self._stop.is_set():
-            try:
-                busy = self.run_once()
-            except Exception as exc:  # a database blip must not end the loop
-                log.exception("dispatch round failed")
-                self.stats.errors.append(f"{type(exc).__name__}: {exc}")
-                busy = 0
-            if not busy:
-                self._stop.wait(self.poll_interval_s)
+        try:
+            while not self._stop.is_set():
+                try:
+                    busy = self.run_once()
+                except Exception as exc:  # a database blip must not end the loop
+                    log.exception("dispatch round failed")
+                    self._count("errors", f"{type(exc).__name__}: {exc}")
+                    busy = 0
+                if not busy:
+                    self._stop.wait(self.poll_interval_s)
+        finally:
+            self.close()
 
     def stop(self) -> None:
         self._stop.set()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     def run_once(self) -> int:
         """One round: claim due deliveries, send them, record the outcomes, dead-letter.
         Returns how many deliveries it touched (0: nothing to do)."""
         claims = self.claim()
-        for claim in claims:
-            result = self._send(claim)
-            self.record(claim, result)
+        if len(claims) > 1 and self.concurrency > 1:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.concurrency, "notifications-send")
+            list(self._pool.map(self._deliver, claims))
+        else:
+            for claim in claims:
+                self._deliver(claim)
         return len(claims) + self.dead_letter_failed()
+
+    def _deliver(self, claim: Claim) -> None:
+        self.record(claim, self._send(claim))
+
+    def _count(self, name: str, error: str | None = None) -> None:
+        with self._stats_lock:
+            if error is not None:
+                self.stats.errors.append(error)
+            else:
+                setattr(self.stats, name, getattr(self.stats, name) + 1)
 
     # -- steps --------------------------------------------------------------------------------
 
@@ -153,7 +182,7 @@ class Dispatcher(Stoppable):
                     hold = self.quiet_hours.release_at(now) or self._rate_release(session, d, now)
                     if hold is not None:
                         d.status, d.next_attempt_at = "pending", hold
-                        self.stats.held += 1
+                        self._count("held")
                         continue
                 d.status = "sending"
                 d.attempts += 1
@@ -222,7 +251,7 @@ class Dispatcher(Stoppable):
                 "last_error": None,
                 "next_attempt_at": None,
             }
-            self.stats.sent += 1
+            self._count("sent")
         else:
             error = scrub(result.error or "unknown error")[:2000]
             retry_at = (
@@ -232,10 +261,10 @@ class Dispatcher(Stoppable):
             )
             if retry_at is not None:
                 values = {"status": "pending", "next_attempt_at": retry_at, "last_error": error}
-                self.stats.retried += 1
+                self._count("retried")
             else:
                 values = {"status": "failed", "next_attempt_at": None, "last_error": error}
-                self.stats.failed += 1
+                self._count("failed")
             log.warning(
                 "delivery attempt failed",
                 extra={
@@ -302,6 +331,6 @@ class Dispatcher(Stoppable):
                     .where(Delivery.id == d.id)
                     .values(dead_lettered_at=self.clock())
                 )
-            self.stats.dead_lettered += 1
+            self._count("dead_lettered")
             done += 1
         return done

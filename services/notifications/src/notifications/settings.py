@@ -48,7 +48,8 @@ class NotificationsSettings(ServiceSettings):
     # Dispatcher: retries, rate limit and quiet hours (local time, Asia/Ho_Chi_Minh).
     dispatch_poll_interval_s: float = 0.5
     dispatch_batch_size: int = 50
-    dispatch_lease_s: float = 120.0
+    dispatch_lease_s: float = 120.0  # raised if a round of sends could outlast it
+    dispatch_concurrency: int = Field(8, ge=1, le=64)
     max_attempts: int = Field(6, ge=1)
     backoff_initial_s: float = 5.0
     backoff_max_s: float = 900.0
