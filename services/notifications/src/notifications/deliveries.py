@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,7 +27,7 @@ from odr_shared.auth import Party
 from odr_shared.crypto import DataCipher
 from odr_shared.db import utcnow
 from odr_shared.events import CaseEventV1, CloudEvent, Contact, MediationEventV1
-from odr_shared.logs import mask_email, mask_phone, scrub
+from odr_shared.logs import EMAIL_RE, mask_email, mask_phone
 from odr_shared.phone import InvalidPhone, normalize_phone
 from odr_shared.problems import Problem
 
@@ -65,6 +66,17 @@ def channel_of_contact(raw: str) -> str:
 
 def mask_address(address: str) -> str:
     return mask_email(address) if "@" in address else mask_phone(address)
+
+
+# A phone number as a parameter would put it in a body: a bare run of 9-12 digits. Unlike the
+# log scrubber this leaves references (KN-2026-000123), amounts (1.500.000) and dates alone.
+_BARE_PHONE = re.compile(r"(?<![\w\-./:])\+?\d{9,12}(?![\w\-/])")
+
+
+def mask_contacts(text: str) -> str:
+    """Mask email addresses and phone numbers in a message body kept for display."""
+    text = EMAIL_RE.sub(lambda m: mask_email(m.group(0)), text)
+    return _BARE_PHONE.sub(lambda m: mask_phone(m.group(0)), text)
 
 
 # -- the case-contact projection ------------------------------------------------------------
@@ -184,7 +196,7 @@ def record_planned(
             category=planned.category,
             urgent=planned.urgent,
             content_enc=cipher.encrypt(_content_json(rendered)),
-            body=scrub(_display(shown)),
+            body=mask_contacts(_display(shown)),
             status=status,
             attempts=0,
             last_error=error,

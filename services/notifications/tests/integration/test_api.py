@@ -66,6 +66,9 @@ def test_admin_lists_every_delivery_with_contacts_in_clear(
     en = next(row for row in rows if row["recipient"] == "+84987654321")
     assert en["language"] == "en"
     assert en["body"].startswith("ODR: complaint")
+    reference = en["body"].split()[2]
+    assert reference.startswith("KN-2026-")
+    assert len(reference) == len("KN-2026-000123")  # stored bodies keep references intact
 
 
 def test_filters_by_recipient_in_any_spelling_case_and_channel(
