@@ -207,15 +207,21 @@ class Dispatcher(Stoppable):
         return claims
 
     def _rate_release(self, session: Session, d: Delivery, now: datetime) -> datetime | None:
+        if self.rate_limit.max_messages <= 0:
+            return None
         window_start = now - self.rate_limit.window
-        sent = session.execute(
-            select(Delivery.sent_at).where(
-                Delivery.recipient_hash == d.recipient_hash,
-                Delivery.urgent.is_(False),
-                Delivery.status == "sent",
-                Delivery.sent_at > window_start,
+        sent = (
+            session.execute(
+                select(Delivery.sent_at).where(
+                    Delivery.recipient_hash == d.recipient_hash,
+                    Delivery.urgent.is_(False),
+                    Delivery.status == "sent",
+                    Delivery.sent_at > window_start,
+                )
             )
-        ).scalars()
+            .scalars()
+            .all()
+        )
         # Sends in flight count as sent now: they will be, a moment from now.
         in_flight = session.execute(
             select(func.count())
