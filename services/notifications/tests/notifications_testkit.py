@@ -52,6 +52,7 @@ class SmsProvider:
     lock: threading.Lock = field(default_factory=threading.Lock)
     url: str = ""
     authorizations: list[str] = field(default_factory=list)
+    release: threading.Event = field(default_factory=threading.Event)
 
     def texts_to(self, phone: str) -> list[str]:
         with self.lock:
@@ -72,6 +73,9 @@ def _sms_handler(provider: SmsProvider) -> type[BaseHTTPRequestHandler]:
             if behaviour in ("503", "429", "400"):
                 self._answer(int(behaviour), {"error": behaviour})
                 return
+            if behaviour == "block":  # hold the request until the test lets it go
+                provider.release.wait(30)
+                behaviour = "ok"
             if behaviour == "timeout_before":
                 time.sleep(provider.hang_s)
                 self._answer(504, {"error": "late"})

@@ -191,3 +191,58 @@ def test_redelivered_events_through_a_flaky_provider_send_exactly_the_expected_m
 def _count(sessions, model) -> int:  # type: ignore[no-untyped-def]
     with sessions() as session:
         return int(session.execute(select(func.count()).select_from(model)).scalar_one())
+
+
+def test_a_provider_that_hangs_does_not_hold_up_consumption(
+    db_url: str, own_broker: TansuBroker, sms_provider: SmsProvider
+) -> None:
+    sms_provider.schedule = lambda n: "block" if n == 1 else "ok"
+    settings = make_settings(
+        db_url,
+        kafka_bootstrap_servers=own_broker.bootstrap,
+        sms_provider_url=sms_provider.url,
+        sms_timeout_s=40,
+        quiet_hours_start="00:00",
+        quiet_hours_end="00:00",
+    )
+    producer = make_producer(own_broker.bootstrap, "test-publisher")
+    consumer, _relay, dispatcher = build_parts(settings, producer)
+    threads = [
+        threading.Thread(target=consumer.run, daemon=True),
+        threading.Thread(target=dispatcher.run, daemon=True),
+    ]
+    for t in threads:
+        t.start()
+    engine = make_engine(db_url)
+    sessions = make_session_factory(engine)
+    try:
+        first = otp_command("0911000009")
+        producer.send(NOTIFICATIONS_TOPIC, key=b"k", value=first.to_json_bytes()).get(timeout=15)
+        wait_until(lambda: sms_provider.requests == 1)  # the send loop is now stuck on it
+        for i in range(5):
+            contact = CONSUMER_VI.model_copy(update={"phone": f"093300000{i}", "email": None})
+            event = case_event("case.opened", consumer=contact)
+            producer.send(CASES_TOPIC, key=b"k", value=event.to_json_bytes()).get(timeout=15)
+        wait_until(lambda: _count(sessions, Delivery) == 6)
+        with sessions() as session:
+            stuck = session.execute(
+                select(Delivery.status).where(Delivery.template == "otp")
+            ).scalar_one()
+        assert stuck == "sending"  # consumption went on while the provider held the send
+        sms_provider.release.set()
+
+        def all_sent() -> bool:
+            with sessions() as session:
+                statuses = session.execute(select(Delivery.status)).scalars().all()
+            return set(statuses) == {"sent"}
+
+        wait_until(all_sent)
+        assert len(sms_provider.accepted) == 6
+    finally:
+        sms_provider.release.set()
+        consumer.stop()
+        dispatcher.stop()
+        for t in threads:
+            t.join(timeout=15)
+        producer.close()
+        engine.dispose()
