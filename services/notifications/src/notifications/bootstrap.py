@@ -66,6 +66,7 @@ def dispatcher(
     *,
     clock: Clock = utcnow,
     channel_map: dict[str, Channel] | None = None,
+    urgent_only: bool = False,
 ) -> Dispatcher:
     return Dispatcher(
         session_factory=session_factory,
@@ -89,6 +90,7 @@ def dispatcher(
         lease=timedelta(seconds=lease_s(settings)),
         poll_interval_s=settings.dispatch_poll_interval_s,
         concurrency=settings.dispatch_concurrency,
+        urgent_only=urgent_only,
     )
 
 

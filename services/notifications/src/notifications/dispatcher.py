@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from kafka import KafkaProducer
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, or_, select, true, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from notifications.channels.base import Channel, Message, ProviderResult
@@ -92,6 +92,7 @@ class Dispatcher(Stoppable):
         lease: timedelta = timedelta(minutes=2),
         poll_interval_s: float = 0.5,
         concurrency: int = 8,
+        urgent_only: bool = False,
     ) -> None:
         self.sessions = session_factory
         self.cipher = cipher
@@ -105,6 +106,9 @@ class Dispatcher(Stoppable):
         self.lease = lease
         self.poll_interval_s = poll_interval_s
         self.concurrency = max(1, concurrency)
+        # The urgent lane (one-time codes) runs beside the main loop, so a code never waits
+        # for a round of slow sends; the main loop sends urgent ones too when it gets there.
+        self.urgent_only = urgent_only
         self.stats = DispatchStats()
         self._stop = threading.Event()
         self._stats_lock = threading.Lock()
@@ -115,7 +119,7 @@ class Dispatcher(Stoppable):
     # -- the loop -----------------------------------------------------------------------------
 
     def run(self) -> None:
-        log.info("dispatcher started")
+        log.info("dispatcher started", extra={"urgent_only": self.urgent_only})
         try:
             while not self._stop.is_set():
                 try:
@@ -148,6 +152,8 @@ class Dispatcher(Stoppable):
         else:
             for claim in claims:
                 self._deliver(claim)
+        if self.urgent_only:
+            return len(claims)
         return len(claims) + self.dead_letter_failed()
 
     def _deliver(self, claim: Claim) -> None:
@@ -171,6 +177,7 @@ class Dispatcher(Stoppable):
                 .where(
                     or_(Delivery.status == "pending", Delivery.status == "sending"),
                     Delivery.next_attempt_at <= now,
+                    Delivery.urgent.is_(True) if self.urgent_only else true(),
                 )
                 # One-time codes first: they are never delayed behind a backlog.
                 .order_by(Delivery.urgent.desc(), Delivery.next_attempt_at, Delivery.id)

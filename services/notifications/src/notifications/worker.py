@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from dataclasses import dataclass
 
 from kafka import KafkaProducer
 
@@ -20,10 +20,21 @@ from odr_shared.worker import run_worker
 TOPICS = [NOTIFICATIONS_TOPIC, ORDERS_TOPIC, CASES_TOPIC, MEDIATION_TOPIC]
 
 
+@dataclass(frozen=True)
+class WorkerParts:
+    consumer: EventConsumer
+    relay: OutboxRelay
+    dispatcher: Dispatcher  # every due delivery, and dead letters
+    urgent_dispatcher: Dispatcher  # one-time codes only, never stuck behind slow sends
+
+    def all(self) -> list[EventConsumer | OutboxRelay | Dispatcher]:
+        return [self.consumer, self.relay, self.dispatcher, self.urgent_dispatcher]
+
+
 def build_parts(
     settings: NotificationsSettings, producer: KafkaProducer, *, clock: Clock = utcnow
-) -> tuple[EventConsumer, OutboxRelay, Dispatcher]:
-    """The worker's three loops; tests run the very same parts in threads."""
+) -> WorkerParts:
+    """The worker's loops; tests run the very same parts in threads."""
     engine = make_engine(settings.database_url)
     sessions = make_session_factory(engine)
     consumer = EventConsumer(
@@ -37,17 +48,23 @@ def build_parts(
     relay = OutboxRelay(
         engine, producer, poll_interval_s=settings.outbox_poll_interval_s, name="notifications"
     )
-    return consumer, relay, bootstrap.dispatcher(settings, sessions, producer, clock=clock)
+    return WorkerParts(
+        consumer=consumer,
+        relay=relay,
+        dispatcher=bootstrap.dispatcher(settings, sessions, producer, clock=clock),
+        urgent_dispatcher=bootstrap.dispatcher(
+            settings, sessions, producer, clock=clock, urgent_only=True
+        ),
+    )
 
 
 def main(settings: NotificationsSettings | None = None) -> None:
     settings = settings or get_settings()
     configure_logging("notifications-worker", settings.log_level, settings.log_format)
     producer = make_producer(settings.kafka_bootstrap_servers, "notifications-worker")
-    parts: Sequence[EventConsumer | OutboxRelay | Dispatcher] = build_parts(settings, producer)
     run_worker(
         "notifications-worker",
-        parts,
+        build_parts(settings, producer).all(),
         bootstrap_servers=settings.kafka_bootstrap_servers,
         topics=TOPICS,
         on_stop=producer.close,

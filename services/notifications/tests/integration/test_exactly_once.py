@@ -81,10 +81,10 @@ def test_redelivered_events_through_a_flaky_provider_send_exactly_the_expected_m
         max_attempts=10,
     )
     producer = make_producer(own_broker.bootstrap, "test-publisher")
-    consumer, _relay, dispatcher = build_parts(settings, producer)
+    parts = build_parts(settings, producer)
+    consumer, dispatcher, urgent = parts.consumer, parts.dispatcher, parts.urgent_dispatcher
     threads = [
-        threading.Thread(target=consumer.run, daemon=True),
-        threading.Thread(target=dispatcher.run, daemon=True),
+        threading.Thread(target=loop.run, daemon=True) for loop in (consumer, dispatcher, urgent)
     ]
     for t in threads:
         t.start()
@@ -182,6 +182,7 @@ def test_redelivered_events_through_a_flaky_provider_send_exactly_the_expected_m
     finally:
         consumer.stop()
         dispatcher.stop()
+        urgent.stop()
         for t in threads:
             t.join(timeout=15)
         producer.close()
@@ -193,7 +194,7 @@ def _count(sessions, model) -> int:  # type: ignore[no-untyped-def]
         return int(session.execute(select(func.count()).select_from(model)).scalar_one())
 
 
-def test_a_provider_that_hangs_does_not_hold_up_consumption(
+def test_a_provider_that_hangs_holds_up_neither_consumption_nor_one_time_codes(
     db_url: str, own_broker: TansuBroker, sms_provider: SmsProvider
 ) -> None:
     sms_provider.schedule = lambda n: "block" if n == 1 else "ok"
@@ -206,29 +207,38 @@ def test_a_provider_that_hangs_does_not_hold_up_consumption(
         quiet_hours_end="00:00",
     )
     producer = make_producer(own_broker.bootstrap, "test-publisher")
-    consumer, _relay, dispatcher = build_parts(settings, producer)
+    parts = build_parts(settings, producer)
+    consumer, dispatcher, urgent = parts.consumer, parts.dispatcher, parts.urgent_dispatcher
     threads = [
-        threading.Thread(target=consumer.run, daemon=True),
-        threading.Thread(target=dispatcher.run, daemon=True),
+        threading.Thread(target=loop.run, daemon=True) for loop in (consumer, dispatcher, urgent)
     ]
     for t in threads:
         t.start()
     engine = make_engine(db_url)
     sessions = make_session_factory(engine)
+
+    def status_of(template: str) -> str:
+        with sessions() as session:
+            return str(
+                session.execute(
+                    select(Delivery.status).where(Delivery.template == template)
+                ).scalar_one()
+            )
+
     try:
-        first = otp_command("0911000009")
-        producer.send(NOTIFICATIONS_TOPIC, key=b"k", value=first.to_json_bytes()).get(timeout=15)
-        wait_until(lambda: sms_provider.requests == 1)  # the send loop is now stuck on it
+        slow = case_event("case.opened", consumer=CONSUMER_VI.model_copy(update={"email": None}))
+        producer.send(CASES_TOPIC, key=b"k", value=slow.to_json_bytes()).get(timeout=15)
+        wait_until(lambda: sms_provider.requests == 1)  # the main send loop is stuck on it
+        otp = otp_command("0911000009")
+        producer.send(NOTIFICATIONS_TOPIC, key=b"k", value=otp.to_json_bytes()).get(timeout=15)
         for i in range(5):
             contact = CONSUMER_VI.model_copy(update={"phone": f"093300000{i}", "email": None})
-            event = case_event("case.opened", consumer=contact)
+            event = case_event("case.deadline_missed", consumer=contact)
             producer.send(CASES_TOPIC, key=b"k", value=event.to_json_bytes()).get(timeout=15)
-        wait_until(lambda: _count(sessions, Delivery) == 6)
-        with sessions() as session:
-            stuck = session.execute(
-                select(Delivery.status).where(Delivery.template == "otp")
-            ).scalar_one()
-        assert stuck == "sending"  # consumption went on while the provider held the send
+        # The code goes out and the events are recorded while the slow send still hangs.
+        wait_until(lambda: len(sms_provider.texts_to("+84911000009")) == 1)
+        wait_until(lambda: _count(sessions, Delivery) == 7)
+        assert status_of("case_opened") == "sending"
         sms_provider.release.set()
 
         def all_sent() -> bool:
@@ -237,11 +247,12 @@ def test_a_provider_that_hangs_does_not_hold_up_consumption(
             return set(statuses) == {"sent"}
 
         wait_until(all_sent)
-        assert len(sms_provider.accepted) == 6
+        assert len(sms_provider.accepted) == 7
     finally:
         sms_provider.release.set()
         consumer.stop()
         dispatcher.stop()
+        urgent.stop()
         for t in threads:
             t.join(timeout=15)
         producer.close()
