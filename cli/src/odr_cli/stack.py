@@ -113,6 +113,11 @@ class Stack:
         env["NOTIFICATIONS_SMS_PROVIDER_URL"] = f"http://127.0.0.1:{self.ports.sms}/sms"
         env["MEDIATION_COMPLAINTS_URL"] = self.url("complaints")
         env["NOTIFICATIONS_SMS_SINK_DIR"] = str(self.var / "sms")
+        env["NOTIFICATIONS_DASHBOARD_URL"] = f"{self.url('mediation')}/dashboard"
+        # A local run or a test may happen at any hour: no night hold of non-urgent messages
+        # unless asked for (production keeps its 21:00-07:00 default).
+        env.setdefault("NOTIFICATIONS_QUIET_HOURS_START", "00:00")
+        env.setdefault("NOTIFICATIONS_QUIET_HOURS_END", "00:00")
         env["COMPLAINTS_STORAGE_DIR"] = str(self.var / "evidence")
         env["PYTHONUNBUFFERED"] = "1"
         env.update(self.extra_env)
