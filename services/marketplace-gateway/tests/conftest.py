@@ -6,9 +6,13 @@ import base64
 import hashlib
 import hmac
 import json
+import threading
+import time
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -133,3 +137,74 @@ class Gw:
 @pytest.fixture
 def gw(client: TestClient, admin: dict[str, str]) -> Gw:
     return Gw(client, admin)
+
+
+@dataclass
+class Received:
+    headers: dict[str, str]
+    body: bytes
+    at: float
+
+
+@dataclass
+class PlatformEndpoint:
+    """A platform's outbound_url: a real HTTP server that answers from a script, then 200."""
+
+    script: list[tuple[int, dict[str, str]]] = field(default_factory=list)
+    received: list[Received] = field(default_factory=list)
+    url: str = ""
+
+    def answer(self) -> tuple[int, dict[str, str]]:
+        return self.script.pop(0) if self.script else (200, {})
+
+
+@pytest.fixture
+def endpoint() -> Iterator[PlatformEndpoint]:
+    state = PlatformEndpoint()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("content-length", "0"))
+            body = self.rfile.read(length)
+            state.received.append(
+                Received({k.lower(): v for k, v in self.headers.items()}, body, time.time())
+            )
+            status, headers = state.answer()
+            self.send_response(status)
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.send_header("content-length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    state.url = f"http://127.0.0.1:{server.server_address[1]}/odr-webhooks"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def wait_until(fn: Any, timeout_s: float = 20.0, step: Any = None) -> Any:
+    """Poll (running `step` between polls) until fn() is truthy."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if step is not None:
+            step()
+        result = fn()
+        if result:
+            return result
+        time.sleep(0.02)
+    raise AssertionError("condition not met in time")
+
+
+@pytest.fixture
+def until() -> Any:
+    return wait_until
