@@ -54,11 +54,16 @@ def outbound(client, settings):
             consumer.process_record(topic, b"k", event.to_json_bytes())
 
         def dispatcher(self, **overrides):
-            return OutboundDispatcher(
+            d = OutboundDispatcher(
                 sessions, client.app.state.cipher, settings.model_copy(update=overrides)
             )
+            made.append(d)
+            return d
 
-    return Parts()
+    made: list[OutboundDispatcher] = []
+    yield Parts()
+    for d in made:
+        d.close()
 
 
 def deliveries(gw, platform_id: str):

@@ -468,8 +468,10 @@ class Ingestor:
         oids = list({order_id(platform_id, u.order_code) for u in updates})
         snapshots: dict[str, OrderSnapshot] = {}
         for chunk in _chunks(oids, 500):
+            # Row locks (PostgreSQL; SQLite's write lock already serialises) so two concurrent
+            # updates of one order cannot both merge into the same old snapshot.
             for snap in session.execute(
-                select(OrderSnapshot).where(OrderSnapshot.order_id.in_(chunk))
+                select(OrderSnapshot).where(OrderSnapshot.order_id.in_(chunk)).with_for_update()
             ).scalars():
                 snapshots[snap.order_id] = snap
         known: dict[str, KnownOrder] = {oid: self._known(snap) for oid, snap in snapshots.items()}

@@ -118,8 +118,11 @@ class OutboundDispatcher(Stoppable):
                 if sent == 0:
                     self._stop.wait(self.settings.outbound_poll_interval_s)
         finally:
-            self._pool.shutdown(wait=True)
-            self.client.close()
+            self.close()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        self.client.close()
 
     def run_once(self, limit: int = 50) -> int:
         """Claim due deliveries and send them; returns how many were attempted."""
