@@ -524,16 +524,20 @@ class Ingestor:
             )
         if seen_rows:
             session.execute(insert(InboundEvent), seen_rows)
-        new_rows: list[OrderSnapshot] = []
+        new_rows: list[dict[str, Any]] = []
         for oid in changed:
-            order = known[oid]
             existing = snapshots.get(oid)
-            snap = existing or OrderSnapshot(order_id=oid, platform_id=platform_id)
+            row = self._snapshot_row(
+                known[oid], now, encrypt_buyer=existing is None or oid in buyer_changed
+            )
             if existing is None:
-                new_rows.append(snap)
-            self._fill(snap, order, now, encrypt_buyer=existing is None or oid in buyer_changed)
+                # Core bulk insert: a backfill creates a thousand snapshots in one statement.
+                new_rows.append({**row, "order_id": oid, "platform_id": platform_id})
+            else:
+                for name, value in row.items():
+                    setattr(existing, name, value)
         if new_rows:
-            session.add_all(new_rows)
+            session.execute(insert(OrderSnapshot), new_rows)
         return counts, events
 
     # -- helpers -----------------------------------------------------------------------------
@@ -557,21 +561,24 @@ class Ingestor:
             currency=snap.currency,
         )
 
-    def _fill(
-        self, snap: OrderSnapshot, order: KnownOrder, now: datetime, *, encrypt_buyer: bool
-    ) -> None:
-        snap.order_code = order.order_code
-        snap.status = order.status.value
-        snap.status_at = order.status_at
+    def _snapshot_row(
+        self, order: KnownOrder, now: datetime, *, encrypt_buyer: bool
+    ) -> dict[str, Any]:
+        row: dict[str, Any] = {
+            "order_code": order.order_code,
+            "status": order.status.value,
+            "status_at": order.status_at,
+            "seller": order.seller.model_dump() if order.seller else None,
+            "items": [i.model_dump() for i in order.items] if order.items is not None else None,
+            "total_amount": order.total_amount,
+            "currency": order.currency,
+            "updated_at": now,
+        }
         if encrypt_buyer:
-            snap.buyer_enc = (
+            row["buyer_enc"] = (
                 self.cipher.encrypt(order.buyer.model_dump_json()) if order.buyer else None
             )
-        snap.seller = order.seller.model_dump() if order.seller else None
-        snap.items = [i.model_dump() for i in order.items] if order.items is not None else None
-        snap.total_amount = order.total_amount
-        snap.currency = order.currency
-        snap.updated_at = now
+        return row
 
     @staticmethod
     def _event(
