@@ -482,3 +482,12 @@ def test_put_order_is_idempotent_by_content_and_checks_the_path(gw) -> None:
 
 def test_settings_fixture_is_isolated(settings: GatewaySettings) -> None:
     assert settings.public_base_url == "http://gateway.test"
+
+
+def test_metrics_count_deliveries_by_kind_and_outcome(gw) -> None:
+    p = gw.register()
+    post_standard(gw, p, standard_body(sample_order(code())))
+    post_standard(gw, p, b"{oops")
+    text_ = gw.client.get("/metrics").text
+    assert 'odr_gateway_inbound_deliveries_total{kind="standard",status="accepted"}' in text_
+    assert 'odr_gateway_inbound_deliveries_total{kind="any",status="rejected"}' in text_

@@ -18,6 +18,7 @@ from gateway.adapters import ADAPTERS, StandardAdapter
 from gateway.adapters.base import load_object, validate
 from gateway.adapters.standard import CanonicalOrder
 from gateway.domain import KnownOrder, Mapping, MappingError, OrderUpdate, merge
+from gateway.metrics import INBOUND_DELIVERIES
 from gateway.models import InboundDelivery, InboundEvent, OrderSnapshot
 from gateway.platforms import get_platform, platform_config
 from gateway.settings import GatewaySettings
@@ -272,6 +273,7 @@ class Ingestor:
         replay_of: int | None = None,
     ) -> int:
         """Keep a rejected delivery (its own transaction) for inspection and replay."""
+        INBOUND_DELIVERIES.labels("any", "rejected").inc()
         with self.factory() as session, session.begin():
             row = InboundDelivery(
                 platform_id=platform_id,
@@ -328,7 +330,7 @@ class Ingestor:
         for attempt in range(3):
             try:
                 with self.factory() as session, session.begin():
-                    return self._store_in(
+                    receipt = self._store_in(
                         session,
                         platform_id,
                         kind,
@@ -343,6 +345,8 @@ class Ingestor:
                         field_prefix=field_prefix,
                         replay_of=replay_of,
                     )
+                INBOUND_DELIVERIES.labels(kind, receipt.status).inc()
+                return receipt
             except IncompleteOrder as exc:
                 delivery = self.reject(
                     platform_id, headers, body, 422, json.dumps(exc.errors), source, replay_of

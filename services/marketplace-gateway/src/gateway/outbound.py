@@ -17,6 +17,7 @@ from sqlalchemy import CursorResult, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.domain import due_at, next_delay, parse_retry_after, redact_for_platform
+from gateway.metrics import OUTBOUND_ATTEMPTS
 from gateway.models import OutboundAttempt, OutboundDelivery, Platform
 from gateway.platforms import outbound_secrets
 from gateway.settings import GatewaySettings
@@ -232,6 +233,7 @@ class OutboundDispatcher(Stoppable):
             if status_code is not None and 200 <= status_code < 300:
                 delivery.status = "delivered"
                 delivery.delivered_at = now
+                OUTBOUND_ATTEMPTS.labels("delivered").inc()
                 return
             if status_code == 410:
                 # Standard Webhooks: 410 Gone means the endpoint is gone; stop sending to it.
@@ -250,6 +252,7 @@ class OutboundDispatcher(Stoppable):
                     )
                     .values(status="disabled")
                 )
+                OUTBOUND_ATTEMPTS.labels("gone").inc()
                 log.warning(
                     "outbound endpoint disabled after 410",
                     extra={"platform_id": delivery.platform_id},
@@ -265,7 +268,13 @@ class OutboundDispatcher(Stoppable):
             )
             if delay is None:
                 delivery.status = "failed"
+                OUTBOUND_ATTEMPTS.labels("failed").inc()
+                log.warning(
+                    "outbound delivery failed after the whole schedule",
+                    extra={"platform_id": delivery.platform_id, "delivery_id": delivery_id},
+                )
                 return
+            OUTBOUND_ATTEMPTS.labels("retry").inc()
             delivery.status = "pending"
             delivery.next_attempt_at = due_at(now, delay)
             attempt.next_attempt_at = delivery.next_attempt_at
