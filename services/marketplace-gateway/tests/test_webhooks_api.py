@@ -491,3 +491,22 @@ def test_metrics_count_deliveries_by_kind_and_outcome(gw) -> None:
     text_ = gw.client.get("/metrics").text
     assert 'odr_gateway_inbound_deliveries_total{kind="standard",status="accepted"}' in text_
     assert 'odr_gateway_inbound_deliveries_total{kind="any",status="rejected"}' in text_
+
+
+def test_concurrent_copies_of_one_delivery_have_one_effect(gw, client) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    p = gw.register()
+    body = standard_body(sample_order(code()))
+    headers = standard_webhook_headers(p["webhook_secret"], body)
+    # Two ids for one event as well: the platform retried under a new webhook-id at once.
+    other = standard_webhook_headers(p["webhook_secret"], body)
+    ingestor = client.app.state.ingestor
+    calls = [headers] * 4 + [other] * 4
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        receipts = list(
+            pool.map(lambda h: ingestor.receive(p["platform_id"], dict(h), body), calls)
+        )
+    assert len(gw.outbox()) == 1
+    assert len({r.delivery_id for r in receipts[:4]}) == 1
+    assert sum(r.status == "accepted" and not r.duplicate for r in receipts) == 1
