@@ -94,3 +94,26 @@ def test_platforms_never_see_consumer_or_neutral_contact() -> None:
         "consumer": {"language": "vi"},
         "neutral_contact": {"name": "Hoà giải viên B"},
     }
+
+
+def test_kept_headers_drop_signatures_credentials_and_client_addresses() -> None:
+    from gateway.ingest import kept_headers
+
+    kept = kept_headers(
+        {
+            "authorization": "abc",
+            "webhook-signature": "v1,x",
+            "webhook-id": "msg_1",
+            "x-shopify-hmac-sha256": "zz",
+            "x-shopify-topic": "orders/paid",
+            "x-forwarded-for": "203.0.113.9",
+            "cookie": "s=1",
+            "content-type": "application/json",
+            "accept": "*/*",
+        }
+    )
+    assert kept == {
+        "webhook-id": "msg_1",
+        "x-shopify-topic": "orders/paid",
+        "content-type": "application/json",
+    }

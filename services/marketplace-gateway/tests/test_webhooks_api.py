@@ -93,6 +93,7 @@ def test_bad_stale_and_tampered_signatures_are_401_and_kept(gw) -> None:
     assert {d["http_status"] for d in rejected} == {401}
     # Signatures are not kept in the log.
     assert all("webhook-signature" not in d["headers"] for d in rejected)
+    assert all("webhook-id" in d["headers"] for d in rejected[1:])
 
 
 def test_malformed_body_is_422_naming_the_field_and_kept_masked(gw, settings) -> None:

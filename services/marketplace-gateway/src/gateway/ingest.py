@@ -54,7 +54,8 @@ def kept_headers(headers: MappingABC[str, str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for name, value in headers.items():
         n = name.lower()
-        if n in _DROPPED_HEADERS or "hmac" in n:
+        # Client addresses are personal data too; the platform is known from the path.
+        if n in _DROPPED_HEADERS or "hmac" in n or n.startswith(("x-forwarded", "x-real-ip")):
             continue
         if n.startswith(("webhook-", "x-")) or n in (
             "content-type",
