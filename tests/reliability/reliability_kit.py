@@ -261,3 +261,76 @@ def _write_results() -> Iterator[None]:
         RESULTS_FILE.parent.mkdir(exist_ok=True)
         doc = {"generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **RESULTS}
         RESULTS_FILE.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+
+
+# -- Kafka: committed offsets, end offsets, dead letters ---------------------------------------
+
+GROUP_WORKERS = {
+    "complaints": "complaints-worker",
+    "notifications": "notifications-worker",
+    "gateway": "gateway-worker",
+    "mediation": "mediation-worker",
+}
+
+# Who consumes what (the contract, and each worker's topics).
+CONSUMERS = {
+    "orders.events": {"complaints", "notifications"},
+    "cases.events": {"mediation", "notifications", "gateway"},
+    "mediation.events": {"complaints", "notifications", "gateway"},
+    "notifications.commands": {"notifications"},
+}
+
+
+def committed(bootstrap: str, group: str) -> dict[Any, int]:
+    """The group's committed offset per partition (partitions it never committed are absent)."""
+    from kafka import KafkaAdminClient
+
+    admin_client = KafkaAdminClient(bootstrap_servers=[bootstrap])
+    try:
+        offsets = admin_client.list_group_offsets(group).get(group, {})
+    finally:
+        admin_client.close()
+    return {tp: om.offset for tp, om in offsets.items() if om.offset is not None and om.offset >= 0}
+
+
+def end_offsets(bootstrap: str, tps: list[Any]) -> dict[Any, int]:
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(bootstrap_servers=[bootstrap])
+    try:
+        return {tp: int(o) for tp, o in consumer.end_offsets(tps).items()}
+    finally:
+        consumer.close()
+
+
+def read_topic(bootstrap: str, topic: str, timeout_s: float = 5.0) -> list[Any]:
+    """Every record of a topic, from the beginning (no consumer group)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=[bootstrap], enable_auto_commit=False)
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in parts]
+        if not tps:
+            return []
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        ends = consumer.end_offsets(tps)
+        records: list[Any] = []
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and any(consumer.position(tp) < ends[tp] for tp in tps):
+            for batch in consumer.poll(timeout_ms=300).values():
+                records.extend(batch)
+        return records
+    finally:
+        consumer.close()
+
+
+def list_topics(bootstrap: str) -> list[str]:
+    from kafka import KafkaAdminClient
+
+    admin_client = KafkaAdminClient(bootstrap_servers=[bootstrap])
+    try:
+        return sorted(admin_client.list_topics())
+    finally:
+        admin_client.close()
