@@ -46,6 +46,14 @@ STACK_ENV = {
     "GATEWAY_OUTBOUND_JITTER": "0",
     "COMPLAINTS_DEADLINE_CHECK_INTERVAL_S": "3600",
     "GATEWAY_WEBHOOK_RATE_LIMIT": "150",
+    # A killed notifications worker's claimed messages wait for their lease to run out; the
+    # lease outlasts a round of sends (630 s with the defaults): short timeouts keep it ~24 s.
+    "NOTIFICATIONS_SMS_TIMEOUT_S": "2",
+    "NOTIFICATIONS_SMTP_TIMEOUT_S": "2",
+    "NOTIFICATIONS_DISPATCH_BATCH_SIZE": "16",
+    "NOTIFICATIONS_DISPATCH_LEASE_S": "5",
+    "NOTIFICATIONS_BACKOFF_INITIAL_S": "1",
+    "NOTIFICATIONS_BACKOFF_MAX_S": "5",
 }
 
 

@@ -102,7 +102,16 @@ def test_workers_sigkilled_while_events_flow_lose_and_duplicate_nothing(
         )
         return rows >= events and sent >= expected_sms
 
-    wait_for(settled, timeout_s=240, interval=1.0)
+    try:
+        wait_for(settled, timeout_s=180, interval=1.0)
+    except AssertionError:
+        with rstack.db("notifications") as conn:
+            states = conn.execute(
+                "SELECT status, count(*) FROM deliveries WHERE platform_id = ? GROUP BY status",
+                (loud.platform_id,),
+            ).fetchall()
+        rows, _ = history_rows(rstack, loud.platform_id, quiet.platform_id)
+        raise AssertionError(f"not settled: history {rows}/{events}, deliveries {states}") from None
     time.sleep(2)  # anything late would be a duplicate: give it the chance to show up
     assert not stack.dead()
 
