@@ -13,11 +13,13 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
-from reliability_kit import ReliabilityStack, record, token
+from reliability_kit import record, token
 from schemathesis import GenerationMode
 from schemathesis import checks as st_checks
 
-pytestmark = [pytest.mark.reliability]
+from odr_shared.testing import TansuBroker
+
+pytestmark = [pytest.mark.reliability, pytest.mark.kafka]
 
 SERVICES = {
     "gateway": "GATEWAY",
@@ -96,9 +98,9 @@ def make_run(
 
 @pytest.mark.parametrize("service", list(SERVICES))
 def test_schemathesis_finds_no_server_error_and_no_schema_mismatch(
-    service: str, rstack: ReliabilityStack, tmp_path: Path
+    service: str, broker: TansuBroker, tmp_path: Path
 ) -> None:
-    app = build_app(service, tmp_path, rstack.stack.bootstrap)
+    app = build_app(service, tmp_path, broker.bootstrap)
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     headers = {"Authorization": f"Bearer {token('admin', subject='fuzz')}"}
     calls = {"positive": 0, "negative": 0}
