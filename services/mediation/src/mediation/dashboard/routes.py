@@ -70,9 +70,12 @@ def _local(value: str | datetime | None) -> str:
     return when.astimezone(VN_TZ).strftime("%d/%m/%Y %H:%M")
 
 
-def _money(amount: int | None) -> str:
-    if amount is None:
+def _money(amount: object) -> str:
+    """đồng with Vietnamese thousands dots; anything unexpected from complaints shown as is."""
+    if amount is None or amount == "":
         return "—"
+    if not isinstance(amount, int | str) or not str(amount).isdigit():
+        return str(amount)
     return f"{int(amount):,}".replace(",", ".") + " ₫"
 
 
