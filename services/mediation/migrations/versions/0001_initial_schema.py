@@ -221,7 +221,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("kind", "value", "neutral_id", name=op.f("pk_neutral_conflicts")),
     )
     with op.batch_alter_table("neutral_conflicts", schema=None) as batch_op:
-        batch_op.create_index("ix_neutral_conflicts_neutral", ["neutral_id"], unique=False)
+        batch_op.create_index(
+            "ix_neutral_conflicts_neutral", ["neutral_id", "kind", "value"], unique=False
+        )
 
     op.create_table(
         "neutral_skills",
@@ -237,7 +239,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("kind", "value", "neutral_id", name=op.f("pk_neutral_skills")),
     )
     with op.batch_alter_table("neutral_skills", schema=None) as batch_op:
-        batch_op.create_index("ix_neutral_skills_neutral", ["neutral_id"], unique=False)
+        batch_op.create_index(
+            "ix_neutral_skills_neutral", ["neutral_id", "kind", "value"], unique=False
+        )
 
     op.create_table(
         "routing_reasons",

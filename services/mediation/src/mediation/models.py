@@ -65,7 +65,8 @@ class NeutralSkill(Base):
         String(40), ForeignKey("neutrals.neutral_id", ondelete="CASCADE"), primary_key=True
     )
 
-    __table_args__ = (Index("ix_neutral_skills_neutral", "neutral_id"),)
+    # Per-neutral lookups (does this neutral have category X?) during routing.
+    __table_args__ = (Index("ix_neutral_skills_neutral", "neutral_id", "kind", "value"),)
 
 
 class NeutralConflict(Base):
@@ -79,7 +80,7 @@ class NeutralConflict(Base):
         String(40), ForeignKey("neutrals.neutral_id", ondelete="CASCADE"), primary_key=True
     )
 
-    __table_args__ = (Index("ix_neutral_conflicts_neutral", "neutral_id"),)
+    __table_args__ = (Index("ix_neutral_conflicts_neutral", "neutral_id", "kind", "value"),)
 
 
 class MediationCase(Base):

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, time
 from typing import Any
 
-from sqlalchemy import and_, exists, func, select, update
-from sqlalchemy.orm import Session, aliased
-from sqlalchemy.sql import Select
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
 
 from mediation.domain import ARBITRATOR, MEDIATOR, Stage
 from mediation.models import Assignment, MediationCase, Neutral, NeutralConflict, NeutralSkill
@@ -66,92 +66,72 @@ def load_profiles(session: Session, ids: Sequence[str]) -> list[NeutralProfile]:
     return out
 
 
-def _with_skill(query: Select[Any], kind: str, value: str) -> Select[Any]:
-    s = aliased(NeutralSkill)
-    return query.join(s, and_(s.neutral_id == Neutral.neutral_id, s.kind == kind, s.value == value))
+@dataclass(frozen=True)
+class RoutingPool:
+    """What the database says about a case's candidates, before the pure rules run."""
+
+    counts: dict[str, int]  # neutrals removed by each rule, plus "_total"
+    ranked_ids: list[str]  # those passing every indexable rule, best first
 
 
-def _conflict_free(case: CaseNeeds) -> list[object]:
-    conds: list[object] = [
-        ~exists().where(
-            NeutralConflict.kind == "platform",
-            NeutralConflict.value == case.platform_id,
-            NeutralConflict.neutral_id == Neutral.neutral_id,
-        )
-    ]
+def _ids_with(session: Session, table: Any, kind: str, value: str) -> set[str]:
+    # An index range on (kind, value, neutral_id): no join for the planner to get wrong.
+    return set(
+        session.execute(
+            select(table.c.neutral_id).where(table.c.kind == kind, table.c.value == value)
+        ).scalars()
+    )
+
+
+def routing_pool(session: Session, case: CaseNeeds) -> RoutingPool:
+    """Candidates for a case from index range reads, and how many each rule removed.
+
+    Each skill is one range read on its (kind, value) index; the set work happens here on a
+    few hundred ids, and only the surviving neutrals' rows are read (by primary key).
+    """
+    skills = NeutralSkill.__table__
+    conflicts = NeutralConflict.__table__
+    total = int(session.execute(select(func.count()).select_from(Neutral)).scalar_one())
+    with_role = _ids_with(session, skills, "role", case.role)
+    with_category = with_role & _ids_with(session, skills, "category", case.category)
+    with_language = with_category & _ids_with(session, skills, "language", case.language.lower())
+    conflicted = _ids_with(session, conflicts, "platform", case.platform_id)
     if case.seller_id is not None:
-        conds.append(
-            ~exists().where(
-                NeutralConflict.kind == "seller",
-                NeutralConflict.value == case.seller_id,
-                NeutralConflict.neutral_id == Neutral.neutral_id,
-            )
+        conflicted |= _ids_with(session, conflicts, "seller", case.seller_id)
+    free = with_language - conflicted
+    rows: list[Any] = []
+    ids = sorted(free)
+    for i in range(0, len(ids), 500):
+        rows += session.execute(
+            select(
+                Neutral.neutral_id,
+                Neutral.on_leave,
+                Neutral.active_cases,
+                Neutral.max_active_cases,
+                Neutral.last_assigned_at,
+            ).where(Neutral.neutral_id.in_(ids[i : i + 500]))
+        ).all()
+    present = [r for r in rows if not r.on_leave]
+    under_capacity = [r for r in present if r.active_cases < r.max_active_cases]
+    allowed = [r for r in under_capacity if r.neutral_id not in case.excluded]
+    allowed.sort(
+        key=lambda r: (
+            r.active_cases,
+            r.last_assigned_at.timestamp() if r.last_assigned_at else float("-inf"),
+            r.neutral_id,
         )
-    return conds
-
-
-def rule_counts(session: Session, case: CaseNeeds) -> dict[str, int]:
-    """How many neutrals each rule (in order) removes, counted with indexed joins."""
-
-    def count(
-        *,
-        cat: bool = False,
-        lang: bool = False,
-        conflict: bool = False,
-        leave: bool = False,
-        capacity: bool = False,
-        excluded: bool = False,
-    ) -> int:
-        q = _with_skill(select(func.count(Neutral.neutral_id)), "role", case.role)
-        if cat:
-            q = _with_skill(q, "category", case.category)
-        if lang:
-            q = _with_skill(q, "language", case.language.lower())
-        if conflict:
-            q = q.where(*_conflict_free(case))  # type: ignore[arg-type]
-        if leave:
-            q = q.where(Neutral.on_leave.is_(False))
-        if capacity:
-            q = q.where(Neutral.active_cases < Neutral.max_active_cases)
-        if excluded and case.excluded:
-            q = q.where(Neutral.neutral_id.not_in(sorted(case.excluded)))
-        return int(session.execute(q).scalar_one())
-
-    total = int(session.execute(select(func.count(Neutral.neutral_id))).scalar_one())
-    steps = [
-        count(),
-        count(cat=True),
-        count(cat=True, lang=True),
-        count(cat=True, lang=True, conflict=True),
-        count(cat=True, lang=True, conflict=True, leave=True),
-        count(cat=True, lang=True, conflict=True, leave=True, capacity=True),
-        count(cat=True, lang=True, conflict=True, leave=True, capacity=True, excluded=True),
-    ]
-    rules = ["role", "category", "language", "conflict", "availability", "capacity", "excluded"]
-    counts: dict[str, int] = {"_total": total}
-    prev = total
-    for rule, n in zip(rules, steps, strict=True):
-        counts[rule] = prev - n
-        prev = n
-    return counts
-
-
-def candidate_ids(session: Session, case: CaseNeeds, limit: int, offset: int = 0) -> list[str]:
-    """Neutrals passing the indexable rules, best ranked first (working hours checked later)."""
-    q = _with_skill(select(Neutral.neutral_id), "role", case.role)
-    q = _with_skill(q, "category", case.category)
-    q = _with_skill(q, "language", case.language.lower())
-    q = q.where(
-        *_conflict_free(case),  # type: ignore[arg-type]
-        Neutral.on_leave.is_(False),
-        Neutral.active_cases < Neutral.max_active_cases,
     )
-    if case.excluded:
-        q = q.where(Neutral.neutral_id.not_in(sorted(case.excluded)))
-    q = q.order_by(
-        Neutral.active_cases, Neutral.last_assigned_at.asc().nulls_first(), Neutral.neutral_id
-    )
-    return list(session.execute(q.limit(limit).offset(offset)).scalars())
+    counts = {
+        "_total": total,
+        "role": total - len(with_role),
+        "category": len(with_role) - len(with_category),
+        "language": len(with_category) - len(with_language),
+        "conflict": len(with_language) - len(free),
+        "availability": len(rows) - len(present),
+        "capacity": len(present) - len(under_capacity),
+        "excluded": len(under_capacity) - len(allowed),
+    }
+    return RoutingPool(counts=counts, ranked_ids=[r.neutral_id for r in allowed])
 
 
 def take_capacity(session: Session, neutral_id: str, now: datetime) -> bool:

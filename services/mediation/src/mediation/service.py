@@ -276,26 +276,23 @@ def _needed(session: Session, case: MediationCase, role: str, settings: Mediatio
 
 
 def plan_routing(session: Session, needs: CaseNeeds, needed: int, now: datetime) -> RoutingOutcome:
-    """The routing decision from indexed queries: how many each rule excludes, then ranked
-    candidates page by page until enough pass the pure rules (which have the last word)."""
-    counts = repo.rule_counts(session, needs)
+    """The routing decision: indexed reads narrow and rank the candidates, then the pure rules
+    (which have the last word) run on them a page at a time until enough are eligible."""
+    pool = repo.routing_pool(session, needs)
     loaded = []
     eligible = 0
-    offset = 0
-    while eligible < needed:
-        ids = repo.candidate_ids(session, needs, CANDIDATE_PAGE, offset)
-        if not ids:
-            break
-        offset += len(ids)
-        page = repo.load_profiles(session, ids)
+    for start in range(0, len(pool.ranked_ids), CANDIDATE_PAGE):
+        page = repo.load_profiles(session, pool.ranked_ids[start : start + CANDIDATE_PAGE])
         loaded.extend(page)
         eligible += sum(1 for p in page if failed_rule(p, needs, now) is None)
+        if eligible >= needed:
+            break
     outcome = choose(needs, loaded, now, needed=needed)
-    # SQL removed most candidates before the pure pass: merge its counts with the pure ones.
-    for rule, n in counts.items():
+    # The database removed most candidates before the pure pass: merge both counts.
+    for rule, n in pool.counts.items():
         if rule in outcome.excluded_by:
             outcome.excluded_by[rule] += n
-    outcome.considered = counts["_total"]
+    outcome.considered = pool.counts["_total"]
     return outcome
 
 
@@ -485,22 +482,43 @@ def _queue(
     log.info("case queued", extra={"case_id": case.case_id, "role": role})
 
 
+def waiting_key(case: MediationCase) -> tuple[str | None, ...]:
+    """Cases with the same key meet the same neutrals: once one fails, its twins fail too."""
+    return (case.waiting_role, case.category, case.language, case.platform_id, case.seller_id)
+
+
+def retry_waiting_case(
+    session: Session, case_id: str, settings: MediationSettings, now: datetime
+) -> bool | None:
+    """Offer one waiting case again: True if staffed, False if still waiting, None if gone."""
+    case = session.get(MediationCase, case_id)
+    if case is None or case.stage != Stage.WAITING.value:
+        return None
+    return route_case(
+        session,
+        case,
+        case.waiting_role or MEDIATOR,
+        settings,
+        now,
+        trigger="retry",
+        record_failure=False,
+    )
+
+
 def retry_waiting(
     session: Session, settings: MediationSettings, now: datetime, limit: int = 50
 ) -> int:
-    """Offer the oldest waiting cases again; returns how many got their neutral(s)."""
+    """Offer the oldest waiting cases again in one transaction; returns how many got staffed."""
     done = 0
+    failed: set[tuple[str | None, ...]] = set()
     for case in repo.waiting_cases(session, limit):
-        if route_case(
-            session,
-            case,
-            case.waiting_role or MEDIATOR,
-            settings,
-            now,
-            trigger="retry",
-            record_failure=False,
-        ):
+        key = waiting_key(case)
+        if key in failed:
+            continue
+        if retry_waiting_case(session, case.case_id, settings, now):
             done += 1
+        else:
+            failed.add(key)
     return done
 
 

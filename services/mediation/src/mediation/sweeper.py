@@ -7,6 +7,7 @@ import threading
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from mediation import repository as repo
 from mediation import service
 from mediation.settings import MediationSettings
 from odr_shared.db import utcnow
@@ -20,6 +21,7 @@ class Sweeper(Stoppable):
         self.sessions = sessions
         self.settings = settings
         self._stop = threading.Event()
+        self.batch = 200
 
     def stop(self) -> None:
         self._stop.set()
@@ -29,8 +31,22 @@ class Sweeper(Stoppable):
         with self.sessions() as session, session.begin():
             replaced = service.sweep_sla(session, self.settings, utcnow())
         # Working hours begin, leave ends: the queue may move without any event telling us.
-        with self.sessions() as session, session.begin():
-            assigned = service.retry_waiting(session, self.settings, utcnow())
+        # One short transaction per case, so the API's writers never wait on a whole sweep.
+        with self.sessions() as session:
+            waiting = [
+                (c.case_id, service.waiting_key(c)) for c in repo.waiting_cases(session, self.batch)
+            ]
+        assigned = 0
+        failed: set[tuple[str | None, ...]] = set()
+        for case_id, key in waiting:
+            if key in failed or self._stop.is_set():
+                continue
+            with self.sessions() as session, session.begin():
+                staffed = service.retry_waiting_case(session, case_id, self.settings, utcnow())
+            if staffed:
+                assigned += 1
+            elif staffed is False:
+                failed.add(key)
         return replaced, assigned
 
     def run(self) -> None:
