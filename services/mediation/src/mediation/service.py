@@ -491,7 +491,8 @@ def retry_waiting_case(
     session: Session, case_id: str, settings: MediationSettings, now: datetime
 ) -> bool | None:
     """Offer one waiting case again: True if staffed, False if still waiting, None if gone."""
-    case = session.get(MediationCase, case_id)
+    # Lock and re-read: the API (an availability change) and the sweeper may both try it.
+    case = session.get(MediationCase, case_id, with_for_update=True, populate_existing=True)
     if case is None or case.stage != Stage.WAITING.value:
         return None
     return route_case(
@@ -538,17 +539,16 @@ def retry_for_neutral(
         languages=skills.get("language", []),
     )
     done = 0
+    failed: set[tuple[str | None, ...]] = set()
     for case in cases:
-        if route_case(
-            session,
-            case,
-            case.waiting_role or MEDIATOR,
-            settings,
-            now,
-            trigger="retry",
-            record_failure=False,
-        ):
+        key = waiting_key(case)
+        if key in failed:
+            continue
+        staffed = retry_waiting_case(session, case.case_id, settings, now)
+        if staffed:
             done += 1
+        elif staffed is False:
+            failed.add(key)
     return done
 
 
@@ -556,9 +556,10 @@ def sweep_sla(session: Session, settings: MediationSettings, now: datetime, limi
     """Replace neutrals who did not act within the SLA, and re-route their cases."""
     replaced = 0
     for a in repo.overdue_assignments(session, now, limit):
-        case = session.get(MediationCase, a.case_id)
-        if case is None:
-            continue
+        case = session.get(MediationCase, a.case_id, with_for_update=True)
+        session.refresh(a)
+        if case is None or a.status != "active" or a.acted_at is not None:
+            continue  # acted on or ended while we looked
         a.status = "replaced"
         a.ended_at = now
         a.end_reason = f"no action within {settings.sla_working_days} working days"
@@ -681,7 +682,8 @@ class Caller:
 
 
 def _case_for(session: Session, case_id: str, caller: Caller) -> MediationCase:
-    case = session.get(MediationCase, case_id)
+    # Row lock: a neutral's action and an SLA replacement of that neutral must not interleave.
+    case = session.get(MediationCase, case_id, with_for_update=True)
     if case is None:
         raise not_found("case")
     if caller.is_admin:
