@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-22 06:39:43.418949
+Create Date: 2026-11-22 07:07:33.838599
 """
 
 from collections.abc import Sequence
@@ -101,6 +101,9 @@ def upgrade() -> None:
         sa.Column("claimed_amount", sa.BigInteger(), nullable=True),
         sa.Column("currency", sa.String(length=3), nullable=False),
         sa.Column("desired_outcome", sa.String(length=60), nullable=True),
+        sa.Column("consumer_name", sa.String(length=200), nullable=True),
+        sa.Column("consumer_phone", sa.String(length=40), nullable=True),
+        sa.Column("consumer_email", sa.String(length=254), nullable=True),
         sa.Column("stage", sa.String(length=20), nullable=False),
         sa.Column("waiting_role", sa.String(length=20), nullable=True),
         sa.Column("queued_at", sa.DateTime(timezone=True), nullable=True),

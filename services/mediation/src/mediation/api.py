@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from sqlalchemy.orm import Session, sessionmaker
 
 from mediation import service
-from mediation.complaints_client import ComplaintsClient, ComplaintsUnavailable
+from mediation.complaints_client import ComplaintsClient, ComplaintsRefused, ComplaintsUnavailable
 from mediation.models import Neutral
 from mediation.schemas import (
     DecisionIn,
@@ -206,9 +206,9 @@ def post_proposal(
 def post_message(
     case_id: str, body: MessageIn, request: Request, party: CurrentParty
 ) -> dict[str, Any]:
-    """The neutral writes to the parties: stored by complaints, recorded here as an action."""
+    """The neutral writes to the parties: stored by complaints (or queued for it if down)."""
     message_id = send_message(request, case_id, caller_of(party), bearer_token(request), body.body)
-    return {"message_id": message_id}
+    return {"message_id": message_id, "delivery": "stored" if message_id else "queued"}
 
 
 def send_message(
@@ -221,8 +221,12 @@ def send_message(
     client: ComplaintsClient = request.app.state.complaints
     try:
         message_id = client.post_message(case_id, token, text)
-    except ComplaintsUnavailable as exc:
-        raise Problem(502, "Bad Gateway", f"the message was not delivered: {exc}") from exc
+    except ComplaintsRefused as exc:
+        raise Problem(
+            exc.status if exc.status != 401 else 502, "Message refused", str(exc)
+        ) from exc
+    except ComplaintsUnavailable:
+        message_id = None  # travels by the outbox instead; see service.record_message
     with sessions() as session, session.begin():
         service.record_message(session, case_id, caller, message_id, text)
     return message_id

@@ -11,7 +11,15 @@ log = logging.getLogger(__name__)
 
 
 class ComplaintsUnavailable(Exception):
-    """Complaints did not answer, or answered with an error."""
+    """Complaints did not answer, or failed (5xx): worth another route or a later try."""
+
+
+class ComplaintsRefused(Exception):
+    """Complaints answered 4xx: the request itself is wrong; no fallback should bypass that."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(f"complaints answered {status}: {detail}")
+        self.status = status
 
 
 class ComplaintsClient:
@@ -44,13 +52,19 @@ class ComplaintsClient:
             r = httpx.post(
                 f"{self.base_url}/v1/cases/{case_id}/messages",
                 headers=self._headers(token),
-                json={"body": body},
+                json={"text": body},
                 timeout=self.timeout_s,
             )
         except httpx.HTTPError as exc:
             raise ComplaintsUnavailable(f"complaints unreachable: {type(exc).__name__}") from exc
+        if 400 <= r.status_code < 500:
+            try:
+                detail = str(r.json().get("detail", ""))
+            except ValueError:
+                detail = r.text[:200]
+            raise ComplaintsRefused(r.status_code, detail)
         if r.status_code not in (200, 201, 202):
-            raise ComplaintsUnavailable(f"complaints answered {r.status_code}: {r.text[:200]}")
+            raise ComplaintsUnavailable(f"complaints answered {r.status_code}")
         try:
             doc = r.json()
         except ValueError:

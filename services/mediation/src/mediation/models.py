@@ -99,6 +99,9 @@ class MediationCase(Base):
     claimed_amount: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     currency: Mapped[str] = mapped_column(String(3), default="VND")
     desired_outcome: Mapped[str | None] = mapped_column(String(60), nullable=True)
+    consumer_name: Mapped[str | None] = mapped_column(String(200), nullable=True)  # masked
+    consumer_phone: Mapped[str | None] = mapped_column(String(40), nullable=True)  # masked
+    consumer_email: Mapped[str | None] = mapped_column(String(254), nullable=True)  # masked
     stage: Mapped[str] = mapped_column(String(20))  # mediation.domain.Stage
     # While waiting: which role it waits for and since when (the queue's order).
     waiting_role: Mapped[str | None] = mapped_column(String(20), nullable=True)

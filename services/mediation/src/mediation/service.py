@@ -51,6 +51,7 @@ from odr_shared.events import (
     MediationEventV1,
     build_event,
 )
+from odr_shared.logs import mask_email, mask_name, mask_phone
 from odr_shared.outbox import add_to_outbox
 from odr_shared.problems import Problem, not_found
 
@@ -591,6 +592,10 @@ def take_escalated_case(
         claimed_amount=data.claimed_amount,
         currency=data.currency,
         desired_outcome=data.desired_outcome,
+        # Neutrals only ever see the consumer's contact masked, so only that is kept here.
+        consumer_name=mask_name(data.consumer.name) if data.consumer.name else None,
+        consumer_phone=mask_phone(data.consumer.phone) if data.consumer.phone else None,
+        consumer_email=mask_email(data.consumer.email) if data.consumer.email else None,
         stage=Stage.WAITING.value,
         waiting_role=None,
         escalated_at=at,
@@ -772,26 +777,29 @@ def make_proposal(
 def record_message(
     session: Session, case_id: str, caller: Caller, message_id: str | None, body: str
 ) -> None:
-    """A neutral wrote to the parties (the message itself lives in complaints)."""
+    """A neutral wrote to the parties.
+
+    With a `message_id` complaints already stored it (and told everyone with
+    case.message_posted): only our record changes. Without one complaints was unreachable, so
+    the message travels as mediation.message_posted through the outbox and complaints adds it
+    to the case when it consumes the event: the message is never lost, nor posted twice.
+    """
     case = _case_for(session, case_id, caller)
     role = MEDIATOR if case.stage == Stage.MEDIATION.value else ARBITRATOR
     assignment = _active_role(session, case_id, caller, role)
     now = utcnow()
     _acted(assignment, now)
-    _publish(
-        session,
-        "mediation.message_posted",
-        case,
-        neutral_id=assignment.neutral_id,
-        neutral_role=role,
-        assignment_id=assignment.assignment_id,
-        actor=Actor(role=role, id=assignment.neutral_id),
-        details={
-            "message_id": message_id,
-            "stored_by": "complaints" if message_id else None,
-            "excerpt": body[:200],
-        },
-    )
+    if message_id is None:
+        _publish(
+            session,
+            "mediation.message_posted",
+            case,
+            neutral_id=assignment.neutral_id,
+            neutral_role=role,
+            assignment_id=assignment.assignment_id,
+            actor=Actor(role=role, id=assignment.neutral_id),
+            details={"text": body, "author_role": role},
+        )
     _timeline(session, case_id, "mediation.message_posted", role, assignment.neutral_id, body[:500])
 
 
@@ -979,6 +987,11 @@ def case_view(session: Session, case_id: str, caller: Caller) -> dict[str, Any]:
         "claimed_amount": case.claimed_amount,
         "currency": case.currency,
         "desired_outcome": case.desired_outcome,
+        "consumer": {
+            "name": case.consumer_name,
+            "phone": case.consumer_phone,
+            "email": case.consumer_email,
+        },
         "stage": case.stage,
         "waiting_role": case.waiting_role,
         "escalated_at": case.escalated_at.isoformat(),

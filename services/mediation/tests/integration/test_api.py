@@ -15,7 +15,7 @@ from mediation.models import Neutral
 from mediation.settings import MediationSettings
 from odr_shared.auth import TokenService
 from odr_shared.db import utcnow
-from odr_shared.events import MEDIATION_TOPIC, parse_event
+from odr_shared.events import MEDIATION_TOPIC, build_event, parse_event
 
 
 def login(client: TestClient, email: str) -> dict[str, str]:
@@ -272,6 +272,58 @@ def test_large_claims_go_to_a_panel_of_three_that_excludes_the_mediator(
     decided = [d for t, d in outbox(sessions) if t == "arbitration.decided"]
     assert len(decided) == 1
     assert len(decided[0]["neutral_ids"]) == 3
+
+
+def test_a_message_goes_through_the_outbox_when_complaints_is_down(
+    client: TestClient, settings, sessions
+) -> None:
+    body = neutral_body()
+    client.post("/v1/neutrals", json=body, headers=admin_headers(settings))
+    case_id = escalate(sessions, settings)
+    me = login(client, body["email"])
+    r = client.post(f"/v1/cases/{case_id}/messages", headers=me, json={"body": "Chào anh An"})
+    assert r.status_code == 201
+    assert r.json() == {"message_id": None, "delivery": "queued"}
+    posted = [d for t, d in outbox(sessions) if t == "mediation.message_posted"]
+    assert posted[0]["details"] == {"text": "Chào anh An", "author_role": "mediator"}
+    # Writing to the parties counts as acting: the SLA no longer replaces this mediator.
+    with sessions() as session, session.begin():
+        assert service.sweep_sla(session, settings, utcnow() + timedelta(days=30)) == 0
+
+
+def test_proposal_answers_from_complaints_are_recorded(
+    client: TestClient, settings, sessions
+) -> None:
+    body = neutral_body()
+    client.post("/v1/neutrals", json=body, headers=admin_headers(settings))
+    case_id = escalate(sessions, settings)
+    me = login(client, body["email"])
+    pid = client.post(
+        f"/v1/cases/{case_id}/proposals",
+        headers=me,
+        json={"outcome": "replacement", "terms": "đổi máy mới"},
+    ).json()["proposal_id"]
+    from mediation.consumer import handlers
+
+    table = handlers(settings)
+    for party in ("consumer", "platform"):
+        data = case_event(
+            case_id=case_id, status="in_mediation", details={"proposal_id": pid, "party": party}
+        )
+        with sessions() as session, session.begin():
+            table["case.proposal_accepted"](
+                session,
+                build_event(
+                    source="odr/complaints",
+                    event_type="case.proposal_accepted",
+                    subject=case_id,
+                    data=data,
+                ),
+            )
+    proposal = client.get(f"/v1/cases/{case_id}", headers=me).json()["proposals"][0]
+    assert proposal["consumer_answer"] == "accepted"
+    assert proposal["platform_answer"] == "accepted"
+    assert proposal["status"] == "accepted"
 
 
 def test_no_eligible_neutral_queues_the_case_until_capacity_frees(

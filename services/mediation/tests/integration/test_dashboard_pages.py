@@ -6,6 +6,7 @@ import re
 
 from fastapi.testclient import TestClient
 from tests.conftest import PASSWORD, admin_headers, case_event, neutral_body  # type: ignore[import-not-found]
+from tests.integration.test_api import outbox  # type: ignore[import-not-found]
 
 from mediation import service
 from odr_shared.db import utcnow
@@ -36,7 +37,7 @@ def test_case_page_degrades_when_complaints_is_unreachable(
     _form_login(client, mine["email"])
     page = client.get(f"/dashboard/cases/{data.case_id}")
     assert page.status_code == 200
-    assert "Không kết nối được dịch vụ khiếu nại" in page.text
+    assert "Không tải được hồ sơ từ dịch vụ khiếu nại" in page.text
     assert data.reference in page.text
     assert "case.assigned" in page.text  # mediation's own timeline still shows
 
@@ -55,13 +56,19 @@ def test_case_page_degrades_when_complaints_is_unreachable(
     )
     assert r.status_code == 303
     assert r.headers["location"].endswith("?done=1")
-    # Sending a message needs complaints: the neutral is told, nothing is recorded as sent.
+    # Complaints is down: the message still leaves, through the outbox, for complaints to add.
     r = client.post(
         f"/dashboard/cases/{data.case_id}/message",
-        data={"body": "xin chào", "csrf": csrf},
+        data={"body": "xin chào các bên", "csrf": csrf},
         follow_redirects=False,
     )
-    assert "error=" in r.headers["location"]
+    assert r.headers["location"].endswith("?done=1")
+    posted = [d for t, d in outbox(sessions) if t == "mediation.message_posted"]
+    assert posted[0]["details"]["text"] == "xin chào các bên"
+    # The consumer's contact shows masked only.
+    page = client.get(f"/dashboard/cases/{data.case_id}")
+    assert "+84912345678" not in page.text
+    assert "678" in page.text
 
     client.cookies.clear()
     _form_login(client, other["email"])

@@ -53,8 +53,9 @@ TEXT: dict[str, dict[str, str]] = {
     "decision": {"vi": "Phán quyết", "en": "Decision"},
     "none": {"vi": "Chưa có.", "en": "None yet."},
     "complaints_down": {
-        "vi": "Không kết nối được dịch vụ khiếu nại; chỉ hiển thị dữ liệu của bộ phận hòa giải.",
-        "en": "The complaints service is unreachable; showing mediation's own data only.",
+        "vi": "Không tải được hồ sơ từ dịch vụ khiếu nại; "
+        "chỉ hiển thị dữ liệu của bộ phận hòa giải.",
+        "en": "Could not load the case from the complaints service; showing mediation's own data.",
     },
     "send_message": {"vi": "Gửi tin nhắn", "en": "Send message"},
     "message": {"vi": "Nội dung", "en": "Message"},

@@ -224,10 +224,20 @@ def _entry(e: Any) -> dict[str, Any]:
         actor = actor.get("role", "")
     return {
         "at": e.get("at") or e.get("time") or e.get("created_at") or "",
-        "type": e.get("type") or e.get("kind") or e.get("event") or e.get("status") or "",
+        "type": e.get("type") or e.get("kind") or e.get("event") or "",
         "actor": actor or e.get("actor_role") or "",
-        "summary": e.get("summary") or e.get("detail") or e.get("note") or e.get("reason") or "",
+        "summary": _summary(e),
     }
+
+
+def _summary(e: dict[str, Any]) -> str:
+    if e.get("from_status") or e.get("to_status"):
+        move = f"{e.get('from_status') or '·'} → {e.get('to_status') or '·'}"
+        return f"{move}: {e['reason']}" if e.get("reason") else move
+    for key in ("summary", "text", "detail", "note", "reason", "filename"):
+        if e.get(key):
+            return str(e[key])
+    return ""
 
 
 def _sort_key(e: dict[str, Any]) -> str:
@@ -275,7 +285,15 @@ def case_page(request: Request, case_id: str) -> Response:
     ] + [_entry(e) for e in remote.get("timeline", []) if remote]
     timeline.sort(key=_sort_key)
     order = remote.get("order") if isinstance(remote.get("order"), dict) else {}
-    consumer = _mask_person(remote.get("consumer") or (order or {}).get("buyer"))
+    # Mediation keeps the consumer's contact masked from case.escalated; complaints' copy (if
+    # it ever sends one) is masked here before it reaches the page.
+    own = {k: v for k, v in case["consumer"].items() if v}
+    consumer = own or _mask_person(remote.get("consumer") or (order or {}).get("buyer"))
+    messages = _list(remote, "messages") or [
+        {**e, "author_role": (e.get("actor") or {}).get("role", ""), "created_at": e.get("at")}
+        for e in _list(remote, "timeline")
+        if e.get("kind") == "message"
+    ]
     sla = sla_colour(
         datetime.fromisoformat(case["my_due_at"]) if case["my_due_at"] else None, utcnow()
     )
@@ -287,7 +305,7 @@ def case_page(request: Request, case_id: str) -> Response:
             "order": order or {},
             "consumer": consumer,
             "timeline": timeline,
-            "messages": _list(remote, "messages"),
+            "messages": messages,
             "evidence": _list(remote, "evidence"),
             "offers": _list(remote, "offers"),
             "complaints_error": complaints_error,
