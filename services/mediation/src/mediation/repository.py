@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, time
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from mediation.domain import ARBITRATOR, MEDIATOR, Stage
@@ -92,9 +92,29 @@ def routing_pool(session: Session, case: CaseNeeds) -> RoutingPool:
     skills = NeutralSkill.__table__
     conflicts = NeutralConflict.__table__
     total = int(session.execute(select(func.count()).select_from(Neutral)).scalar_one())
-    with_role = _ids_with(session, skills, "role", case.role)
-    with_category = with_role & _ids_with(session, skills, "category", case.category)
-    with_language = with_category & _ids_with(session, skills, "language", case.language.lower())
+    with_role_n = int(
+        session.execute(
+            select(func.count()).where(skills.c.kind == "role", skills.c.value == case.role)
+        ).scalar_one()
+    )
+    # Start from the category (the narrowest skill), then probe role and language for those
+    # neutrals only, on the (neutral_id, kind, value) index: a few hundred rows, not thousands.
+    by_category = sorted(_ids_with(session, skills, "category", case.category))
+    has: dict[str, set[str]] = defaultdict(set)
+    language = case.language.lower()
+    for i in range(0, len(by_category), 500):
+        for nid, kind in session.execute(
+            select(skills.c.neutral_id, skills.c.kind).where(
+                skills.c.neutral_id.in_(by_category[i : i + 500]),
+                or_(
+                    and_(skills.c.kind == "role", skills.c.value == case.role),
+                    and_(skills.c.kind == "language", skills.c.value == language),
+                ),
+            )
+        ):
+            has[nid].add(kind)
+    with_category = {nid for nid in by_category if "role" in has[nid]}
+    with_language = {nid for nid in with_category if "language" in has[nid]}
     conflicted = _ids_with(session, conflicts, "platform", case.platform_id)
     if case.seller_id is not None:
         conflicted |= _ids_with(session, conflicts, "seller", case.seller_id)
@@ -123,8 +143,8 @@ def routing_pool(session: Session, case: CaseNeeds) -> RoutingPool:
     )
     counts = {
         "_total": total,
-        "role": total - len(with_role),
-        "category": len(with_role) - len(with_category),
+        "role": total - with_role_n,
+        "category": with_role_n - len(with_category),
         "language": len(with_category) - len(with_language),
         "conflict": len(with_language) - len(free),
         "availability": len(rows) - len(present),

@@ -40,6 +40,8 @@ def test_case_page_degrades_when_complaints_is_unreachable(
     assert "Không tải được hồ sơ từ dịch vụ khiếu nại" in page.text
     assert data.reference in page.text
     assert "case.assigned" in page.text  # mediation's own timeline still shows
+    assert page.headers["x-frame-options"] == "DENY"
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
 
     # A form without the session's CSRF token is refused.
     r = client.post(

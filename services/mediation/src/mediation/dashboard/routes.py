@@ -28,6 +28,14 @@ router = APIRouter(prefix="/dashboard", include_in_schema=False)
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 
 COOKIE = "odr_dashboard"
+# Pages carry case data: no framing, no third-party anything, no sniffing, no referrer leaks.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "script-src 'none'; frame-ancestors 'none'; form-action 'self'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
 LANG_COOKIE = "odr_lang"
 
 
@@ -106,6 +114,7 @@ def _render(
             LANG_COOKIE, lang, max_age=365 * 86400, samesite="lax", path="/dashboard"
         )
     response.headers["Cache-Control"] = "no-store"
+    response.headers.update(SECURITY_HEADERS)
     return response
 
 
