@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from mediation.domain import ARBITRATOR, MEDIATOR, Stage
 from mediation.models import Assignment, MediationCase, Neutral, NeutralConflict, NeutralSkill
-from mediation.routing import CaseNeeds, NeutralProfile
+from mediation.routing import CaseNeeds, NeutralProfile, available
 
 
 def _minute_to_time(m: int | None) -> time | None:
@@ -83,7 +83,7 @@ def _ids_with(session: Session, table: Any, kind: str, value: str) -> set[str]:
     )
 
 
-def routing_pool(session: Session, case: CaseNeeds) -> RoutingPool:
+def routing_pool(session: Session, case: CaseNeeds, now: datetime) -> RoutingPool:
     """Candidates for a case from index range reads, and how many each rule removed.
 
     Each skill is one range read on its (kind, value) index; the set work happens here on a
@@ -129,9 +129,20 @@ def routing_pool(session: Session, case: CaseNeeds) -> RoutingPool:
                 Neutral.active_cases,
                 Neutral.max_active_cases,
                 Neutral.last_assigned_at,
+                Neutral.work_start_minute,
+                Neutral.work_end_minute,
             ).where(Neutral.neutral_id.in_(ids[i : i + 500]))
         ).all()
-    present = [r for r in rows if not r.on_leave]
+    present = [
+        r
+        for r in rows
+        if available(
+            r.on_leave,
+            _minute_to_time(r.work_start_minute),
+            _minute_to_time(r.work_end_minute),
+            now,
+        )
+    ]
     under_capacity = [r for r in present if r.active_cases < r.max_active_cases]
     allowed = [r for r in under_capacity if r.neutral_id not in case.excluded]
     allowed.sort(

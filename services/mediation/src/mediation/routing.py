@@ -54,17 +54,22 @@ class CaseNeeds:
 
 
 def is_available(n: NeutralProfile, now: datetime) -> bool:
-    if n.on_leave:
+    return available(n.on_leave, n.work_start, n.work_end, now)
+
+
+def available(on_leave: bool, start: time | None, end: time | None, now: datetime) -> bool:
+    """Not on leave and, if they keep working hours, inside them (weekdays, Vietnam time)."""
+    if on_leave:
         return False
-    if n.work_start is None or n.work_end is None:
+    if start is None or end is None:
         return True
     local = now.astimezone(VN_TZ)
     if local.weekday() >= 5:
         return False
     t = local.time()
-    if n.work_start <= n.work_end:
-        return n.work_start <= t < n.work_end
-    return t >= n.work_start or t < n.work_end  # a shift across midnight
+    if start <= end:
+        return start <= t < end
+    return t >= start or t < end  # a shift across midnight
 
 
 def speaks(n: NeutralProfile, language: str) -> bool:

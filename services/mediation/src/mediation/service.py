@@ -279,7 +279,7 @@ def _needed(session: Session, case: MediationCase, role: str, settings: Mediatio
 def plan_routing(session: Session, needs: CaseNeeds, needed: int, now: datetime) -> RoutingOutcome:
     """The routing decision: indexed reads narrow and rank the candidates, then the pure rules
     (which have the last word) run on them a page at a time until enough are eligible."""
-    pool = repo.routing_pool(session, needs)
+    pool = repo.routing_pool(session, needs, now)
     loaded = []
     eligible = 0
     for start in range(0, len(pool.ranked_ids), CANDIDATE_PAGE):

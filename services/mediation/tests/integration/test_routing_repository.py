@@ -56,7 +56,7 @@ def test_each_rule_is_counted_and_only_the_eligible_are_ranked(sessions, setting
         s.execute(update(Neutral).where(Neutral.neutral_id == ok_busy).values(active_cases=1))
     needs = CaseNeeds(**{**NEEDS.__dict__, "excluded": frozenset({excluded})})
     with sessions() as s:
-        pool = repo.routing_pool(s, needs)
+        pool = repo.routing_pool(s, needs, utcnow())
         outcome = service.plan_routing(s, needs, 1, utcnow())
     assert pool.counts == {
         "_total": 9,
