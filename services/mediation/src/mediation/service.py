@@ -561,6 +561,10 @@ def sweep_sla(session: Session, settings: MediationSettings, now: datetime, limi
         session.refresh(a)
         if case is None or a.status != "active" or a.acted_at is not None:
             continue  # acted on or ended while we looked
+        if case.stage == Stage.WAITING.value:
+            # Part of a panel still being formed: nothing to act on yet, so the clock restarts.
+            a.due_at = add_working_days(now, settings.sla_working_days, settings.holiday_dates)
+            continue
         a.status = "replaced"
         a.ended_at = now
         a.end_reason = f"no action within {settings.sla_working_days} working days"

@@ -77,3 +77,12 @@ def test_case_page_degrades_when_complaints_is_unreachable(
     assert client.get(f"/dashboard/cases/{data.case_id}").status_code == 404
     english = client.get("/dashboard?lang=en")
     assert "My queue" in english.text
+
+    # The operator sees the routing decision and why (candidates each rule excluded).
+    client.cookies.clear()
+    token = admin_headers(settings)["Authorization"].split()[1]
+    r = client.post("/dashboard/operator-login", data={"token": token}, follow_redirects=False)
+    assert r.status_code == 303
+    page = client.get(f"/dashboard/cases/{data.case_id}?lang=en")
+    assert "Routing decisions" in page.text
+    assert "category: 1" in page.text

@@ -75,6 +75,8 @@ TEXT: dict[str, dict[str, str]] = {
     "active": {"vi": "Đang xử lý", "en": "Active"},
     "on_leave": {"vi": "Nghỉ phép", "en": "On leave"},
     "queued_since": {"vi": "Chờ từ", "en": "Waiting since"},
+    "routing": {"vi": "Quyết định phân công", "en": "Routing decisions"},
+    "excluded_by": {"vi": "Bị loại theo tiêu chí", "en": "Excluded by rule"},
     "back": {"vi": "Quay lại", "en": "Back"},
     "status": {"vi": "Trạng thái", "en": "Status"},
     "yes": {"vi": "Có", "en": "Yes"},
