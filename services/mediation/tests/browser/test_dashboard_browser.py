@@ -95,8 +95,11 @@ def dashboard(tmp_path: Path) -> Iterator[dict[str, Any]]:
                 ),
             )
     data = case_event(claimed_amount=1_500_000)
+    # Nobody speaks Khmer here: this one waits in the operator's queue.
+    waiting = case_event(language="km")
     with sessions() as session, session.begin():
         service.take_escalated_case(session, data, utcnow(), settings)
+        service.take_escalated_case(session, waiting, utcnow(), settings)
     engine.dispose()
 
     FakeComplaints.cases = {
@@ -160,7 +163,13 @@ def dashboard(tmp_path: Path) -> Iterator[dict[str, Any]]:
     try:
         base = f"http://127.0.0.1:{port}"
         wait_http(f"{base}/healthz")
-        yield {"base": base, "case": data, "emails": emails, "settings": settings}
+        yield {
+            "base": base,
+            "case": data,
+            "waiting": waiting,
+            "emails": emails,
+            "settings": settings,
+        }
     finally:
         proc.terminate()
         proc.wait(timeout=15)
@@ -246,6 +255,7 @@ def test_mediator_and_arbitrator_work_a_case_in_the_browser(
             page.goto(f"{base}/dashboard/login")
             page.fill("input[name=token]", token)
             page.locator("form[action='/dashboard/operator-login'] button").click()
+            expect(page.locator("#waiting-queue")).to_contain_text(dashboard["waiting"].reference)
             expect(page.locator("#loads")).to_contain_text("mediator Nguyễn")
             expect(page.locator("#loads")).to_contain_text("0 / 10")
             page.screenshot(
