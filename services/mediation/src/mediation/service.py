@@ -162,14 +162,16 @@ def update_neutral(
             n.work_end_minute = _parse_hhmm(wh["end"])
     if changes.get("max_active_cases") is not None:
         n.max_active_cases = int(changes["max_active_cases"])
-    for kind in ("categories", "languages", "regions"):
-        if changes.get(kind) is not None:
-            values = list(changes[kind])
-            if kind == "languages":
+    for field_name, kind in (
+        ("categories", "category"),
+        ("languages", "language"),
+        ("regions", "region"),
+    ):
+        if changes.get(field_name) is not None:
+            values = [str(v) for v in changes[field_name]]
+            if kind == "language":
                 values = [v.lower() for v in values]
-            _set_skills(
-                session, neutral_id, kind.rstrip("s").replace("categorie", "category"), values
-            )
+            _set_skills(session, neutral_id, kind, values)
     if changes.get("conflicts") is not None:
         _set_conflicts(session, neutral_id, "platform", changes["conflicts"]["platform_ids"])
         _set_conflicts(session, neutral_id, "seller", changes["conflicts"]["seller_ids"])
