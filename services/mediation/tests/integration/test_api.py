@@ -373,10 +373,33 @@ def test_leave_and_availability_updates_move_the_queue(
     assert [
         c["case_id"] for c in client.get("/v1/queue", headers=admin_headers(settings)).json()
     ] == [case_id]
+    admin = admin_headers(settings)
+    hours = {"working_hours": {"start": "08:00", "end": "17:30"}}
+    r = client.patch(f"/v1/neutrals/{nid}", json=hours, headers=admin)
+    assert r.json()["working_hours"] == {"start": "08:00", "end": "17:30"}
+    bad = {"working_hours": {"start": "8h", "end": "x"}}
+    assert client.patch(f"/v1/neutrals/{nid}", json=bad, headers=admin).status_code == 422
     r = client.patch(
-        f"/v1/neutrals/{nid}", json={"on_leave": False}, headers=admin_headers(settings)
+        f"/v1/neutrals/{nid}",
+        json={
+            "categories": ["counterfeit", "not_delivered"],
+            "languages": ["HMN", "vi"],
+            "conflicts": {"platform_ids": ["plt_9"], "seller_ids": []},
+        },
+        headers=admin,
     )
-    assert client.get("/v1/queue", headers=admin_headers(settings)).json() == []
+    assert r.json()["categories"] == ["counterfeit", "not_delivered"]
+    assert r.json()["languages"] == ["hmn", "vi"]
+    assert r.json()["conflicts"] == {"platform_ids": ["plt_9"], "seller_ids": []}
+    still_waiting = client.get("/v1/queue", headers=admin).json()  # still on leave
+    assert [c["case_id"] for c in still_waiting] == [case_id]
+    r = client.patch(
+        f"/v1/neutrals/{nid}",
+        json={"on_leave": False, "clear_working_hours": True},
+        headers=admin,
+    )
+    assert r.json()["working_hours"] is None
+    assert client.get("/v1/queue", headers=admin).json() == []
     assert (
         client.get(f"/v1/cases/{case_id}", headers=login(client, body["email"])).status_code == 200
     )
