@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from datetime import timedelta
+from typing import Any
 
 from odr_shared.auth import ROLES, TokenService
 from odr_shared.settings import ServiceSettings
@@ -34,7 +36,6 @@ def _split(values: list[str] | None) -> list[str]:
 def cmd_neutral_add(args: argparse.Namespace) -> int:
     """Register a mediator/arbitrator with the mediation service (admin token, over HTTP)."""
     import getpass
-    import json
 
     import httpx
 
@@ -72,6 +73,42 @@ def cmd_neutral_add(args: argparse.Namespace) -> int:
         return 1
     print(json.dumps(r.json()))
     return 0
+
+
+def _gateway_call(args: argparse.Namespace, method: str, path: str, **kwargs: Any) -> int:
+    """Call the gateway's admin API with a freshly minted admin token; print the JSON answer."""
+    import httpx
+
+    token = TokenService(ServiceSettings()).issue(
+        role="admin", subject="odr-cli", ttl=timedelta(minutes=5)
+    )
+    url = args.gateway_url.rstrip("/") + path
+    try:
+        r = httpx.request(
+            method, url, headers={"Authorization": f"Bearer {token}"}, timeout=15, **kwargs
+        )
+    except httpx.HTTPError as exc:
+        print(f"odr: cannot reach the gateway at {args.gateway_url}: {exc}", file=sys.stderr)
+        return 2
+    if r.status_code >= 400:
+        print(r.text, file=sys.stderr)
+        return 1
+    print(json.dumps(r.json(), indent=2, ensure_ascii=False))
+    return 0
+
+
+def cmd_platform_add(args: argparse.Namespace) -> int:
+    """Register a marketplace; prints its id, webhook secret and API client (shown once)."""
+    body: dict[str, Any] = {"name": args.name, "kind": args.kind}
+    for field in ("signing_secret", "app_key", "push_url", "outbound_url"):
+        value = getattr(args, field)
+        if value:
+            body[field] = value
+    return _gateway_call(args, "POST", "/v1/platforms", json=body)
+
+
+def cmd_platform_list(args: argparse.Namespace) -> int:
+    return _gateway_call(args, "GET", "/v1/platforms")
 
 
 def cmd_stack(args: argparse.Namespace) -> int:
@@ -113,6 +150,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="default: $MEDIATION_URL or http://127.0.0.1:8003",
     )
     add.set_defaults(func=cmd_neutral_add)
+    platform = sub.add_parser("platform", help="marketplace platforms (gateway admin API)")
+    platform.add_argument(
+        "--gateway-url",
+        default=os.environ.get("GATEWAY_URL", "http://127.0.0.1:8001"),
+        help="gateway base URL (env GATEWAY_URL)",
+    )
+    psub = platform.add_subparsers(dest="platform_command", required=True)
+    add = psub.add_parser("add", help="register a platform")
+    add.add_argument("--name", required=True)
+    add.add_argument(
+        "--kind",
+        required=True,
+        choices=["standard", "shopee", "lazada", "tiktok", "shopify", "haravan", "sapo"],
+    )
+    add.add_argument("--signing-secret", help="the secret the marketplace signs with")
+    add.add_argument("--app-key", help="Lazada / TikTok Shop app key (part of the signed text)")
+    add.add_argument("--push-url", help="Shopee: the push URL configured in its console")
+    add.add_argument("--outbound-url", help="where case events are delivered")
+    add.set_defaults(func=cmd_platform_add)
+    lst = psub.add_parser("list", help="list platforms")
+    lst.set_defaults(func=cmd_platform_list)
 
     stack = sub.add_parser("stack", help="run the whole platform on this machine (make run)")
     stack.add_argument("--var", default="var", help="folder for databases, logs and uploads")

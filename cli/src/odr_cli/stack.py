@@ -39,6 +39,21 @@ class Ports:
     )
 
     @classmethod
+    def from_env(cls) -> Ports:
+        """Local defaults, each overridable (ODR_KAFKA_PORT, ODR_GATEWAY_PORT, ...)."""
+        d = cls()
+        env = os.environ
+        return cls(
+            kafka=int(env.get("ODR_KAFKA_PORT", d.kafka)),
+            smtp=int(env.get("ODR_SMTP_PORT", d.smtp)),
+            sms=int(env.get("ODR_SMS_PORT", d.sms)),
+            services={
+                name: int(env.get(f"ODR_{name.upper()}_PORT", port))
+                for name, port in d.services.items()
+            },
+        )
+
+    @classmethod
     def free(cls) -> Ports:
         return cls(
             kafka=free_port(),
@@ -98,6 +113,11 @@ class Stack:
         env["NOTIFICATIONS_SMS_PROVIDER_URL"] = f"http://127.0.0.1:{self.ports.sms}/sms"
         env["MEDIATION_COMPLAINTS_URL"] = self.url("complaints")
         env["NOTIFICATIONS_SMS_SINK_DIR"] = str(self.var / "sms")
+        env["NOTIFICATIONS_DASHBOARD_URL"] = f"{self.url('mediation')}/dashboard"
+        # A local run or a test may happen at any hour: no night hold of non-urgent messages
+        # unless asked for (production keeps its 21:00-07:00 default).
+        env.setdefault("NOTIFICATIONS_QUIET_HOURS_START", "00:00")
+        env.setdefault("NOTIFICATIONS_QUIET_HOURS_END", "00:00")
         env["COMPLAINTS_STORAGE_DIR"] = str(self.var / "evidence")
         env["PYTHONUNBUFFERED"] = "1"
         env.update(self.extra_env)
@@ -253,7 +273,7 @@ def run_stack(var_dir: str = "var", reset: bool = False) -> int:
     var = Path(var_dir)
     if reset and var.exists():
         shutil.rmtree(var)
-    stack = Stack(var, echo=sys.stdout)
+    stack = Stack(var, Ports.from_env(), echo=sys.stdout)
     stopping = threading.Event()
     handler: Callable[..., None] = lambda *_: stopping.set()  # noqa: E731
     signal.signal(signal.SIGINT, handler)

@@ -38,6 +38,16 @@ class DataCipher:
         except InvalidToken as exc:
             raise ValueError("cannot decrypt: wrong key or tampered value") from exc
 
+    def encrypt_bytes(self, plaintext: bytes) -> bytes:
+        """Encrypt raw bytes (a webhook body that may not even be UTF-8)."""
+        return self._fernet.encrypt(plaintext)
+
+    def decrypt_bytes(self, token: bytes) -> bytes:
+        try:
+            return self._fernet.decrypt(token)
+        except InvalidToken as exc:
+            raise ValueError("cannot decrypt: wrong key or tampered value") from exc
+
     def lookup_hash(self, value: str) -> str:
         """A stable keyed hash (HMAC-SHA256) so an encrypted column can still be searched."""
         return hmac.new(self._hash_key, value.encode(), hashlib.sha256).hexdigest()

@@ -38,17 +38,24 @@ def bootstrap_list(servers: str) -> list[str]:
     return [s.strip() for s in servers.split(",") if s.strip()]
 
 
-def make_producer(bootstrap_servers: str, client_id: str | None = None) -> KafkaProducer:
-    return KafkaProducer(
-        bootstrap_servers=bootstrap_list(bootstrap_servers),
-        client_id=client_id or "odr-producer",
-        acks="all",
-        enable_idempotence=True,
-        linger_ms=5,
-        retries=5,
-        max_in_flight_requests_per_connection=5,
-        request_timeout_ms=15_000,
-    )
+def make_producer(
+    bootstrap_servers: str, client_id: str | None = None, **overrides: Any
+) -> KafkaProducer:
+    config: dict[str, Any] = {
+        "bootstrap_servers": bootstrap_list(bootstrap_servers),
+        "client_id": client_id or "odr-producer",
+        "acks": "all",
+        "enable_idempotence": True,
+        "linger_ms": 5,
+        "retries": 5,
+        "max_in_flight_requests_per_connection": 5,
+        "request_timeout_ms": 15_000,
+        # A send waits at most this long for metadata when the broker is away; the outbox
+        # keeps the rows and the relay tries again.
+        "max_block_ms": 10_000,
+    }
+    config.update(overrides)
+    return KafkaProducer(**config)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 # Vietnamese and international phone numbers: +84 912 345 678, 0912345678, 84912345678 ...
-PHONE_RE = re.compile(r"(?<![\w])(?:\+?\d[\d .\-()]{7,16}\d)(?![\w])")
+PHONE_RE = re.compile(r"(?<![\w\-])(?:\+?\d[\d .\-()]{7,16}\d)(?![\w\-])")
 EMAIL_RE = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}")
 # Fields whose values are personal data whatever they look like.
 PERSONAL_KEYS = {

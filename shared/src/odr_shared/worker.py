@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from collections.abc import Callable, Sequence
 from types import FrameType
 
-from odr_shared.kafka import EventConsumer, ensure_topics
+from odr_shared.health import HealthServer
+from odr_shared.kafka import EventConsumer, broker_reachable, ensure_topics
 from odr_shared.outbox import OutboxRelay
 
 log = logging.getLogger(__name__)
+
+_FALSE = {"0", "false", "no", "off"}
 
 
 class Stoppable:
@@ -27,9 +31,22 @@ def run_worker(
     topics: Sequence[str] = (),
     install_signals: bool = True,
     on_stop: Callable[[], None] | None = None,
+    health_port: int | None = None,
 ) -> None:
-    """Run each part in a thread; one that dies stops the worker (its supervisor restarts it)."""
-    if topics:
+    """Run each part in a thread; one that dies stops the worker (its supervisor restarts it).
+
+    With ``health_port`` (default: the ``WORKER_HEALTH_PORT`` environment variable; unset means
+    none) the worker answers Kubernetes probes: ``/healthz`` while every part is running,
+    ``/readyz`` when, in addition, the broker is reachable.
+
+    The worker creates its missing ``topics`` unless ``KAFKA_ENSURE_TOPICS`` is false: where
+    topics are managed resources (Strimzi KafkaTopic), a worker that wins the race against the
+    topic operator would otherwise create them with the local defaults (3 partitions, 1 replica).
+    """
+    if health_port is None and os.environ.get("WORKER_HEALTH_PORT"):
+        health_port = int(os.environ["WORKER_HEALTH_PORT"])
+    create_topics = os.environ.get("KAFKA_ENSURE_TOPICS", "true").strip().lower() not in _FALSE
+    if topics and create_topics:
         ensure_topics(bootstrap_servers, topics)
     stop = threading.Event()
 
@@ -55,11 +72,29 @@ def run_worker(
         threading.Thread(target=_guard, args=(p,), name=f"{name}-{type(p).__name__}", daemon=True)
         for p in parts
     ]
+
+    def _alive() -> bool:
+        return not stop.is_set() and all(t.is_alive() for t in threads)
+
+    # Bound before the parts start, so a taken port fails the worker before it does any work.
+    health = None
+    if health_port is not None:
+        health = HealthServer(
+            "0.0.0.0",
+            health_port,
+            name=name,
+            alive=_alive,
+            ready=lambda: _alive() and broker_reachable(bootstrap_servers),
+        )
     for t in threads:
         t.start()
+    if health is not None:
+        health.start()
     log.info("worker started", extra={"worker": name, "parts": [t.name for t in threads]})
     while not stop.wait(0.5):
         pass
+    if health is not None:
+        health.stop()
     for p in parts:
         p.stop()
     for t in threads:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from complaints.api import router
+from complaints.deps import build_deps
+from complaints.portal import mount_portal
 from complaints.settings import ComplaintsSettings, get_settings
-from odr_shared.crypto import DataCipher
-from odr_shared.db import make_engine, make_session_factory
+from odr_shared.db import make_engine
 from odr_shared.logs import configure_logging
 from odr_shared.web import create_service_app
 
@@ -23,7 +24,10 @@ def create_app(settings: ComplaintsSettings | None = None) -> FastAPI:
         engine=engine,
         description="Orders by code, one-time codes, cases and deadlines, the consumer portal.",
     )
-    app.state.sessions = make_session_factory(engine)
-    app.state.cipher = DataCipher(settings.data_encryption_key)
+    deps = build_deps(settings, engine)
+    app.state.deps = deps
+    app.state.sessions = deps.sessions
+    app.state.cipher = deps.cipher
     app.include_router(router)
+    mount_portal(app, deps)
     return app

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from complaints.models import Order, OrderStatusChange
@@ -71,13 +70,6 @@ def apply_order_event(session: Session, event: CloudEvent[BaseModel], cipher: Da
             recorded_at=now,
         )
     )
-
-
-def find_order(session: Session, platform_id: str | None, order_code: str) -> list[Order]:
-    q = select(Order).where(Order.order_code == order_code)
-    if platform_id is not None:
-        q = q.where(Order.platform_id == platform_id)
-    return list(session.execute(q).scalars())
 
 
 def order_view(order: Order, cipher: DataCipher) -> dict[str, Any]:

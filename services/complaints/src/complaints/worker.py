@@ -1,29 +1,56 @@
-"""Complaints worker: consumes orders.events (and later cases' inputs), relays its outbox."""
+"""Complaints worker: consumes orders and mediation events, runs the deadline clock, relays."""
 
 from __future__ import annotations
 
+import logging
+import threading
+
 from complaints.consumer import GROUP_ID, handlers
+from complaints.deps import build_deps
+from complaints.service import Deps, check_deadlines
 from complaints.settings import ComplaintsSettings, get_settings
-from odr_shared.crypto import DataCipher
-from odr_shared.db import make_engine, make_session_factory
+from odr_shared.db import make_engine
 from odr_shared.events import CASES_TOPIC, MEDIATION_TOPIC, NOTIFICATIONS_TOPIC, ORDERS_TOPIC
 from odr_shared.kafka import EventConsumer, make_producer
 from odr_shared.logs import configure_logging
 from odr_shared.outbox import OutboxRelay
-from odr_shared.worker import run_worker
+from odr_shared.worker import Stoppable, run_worker
+
+log = logging.getLogger(__name__)
+
+
+class DeadlineClock(Stoppable):
+    """Escalates cases whose merchant deadline passed, every few seconds."""
+
+    def __init__(self, deps: Deps, interval_s: float) -> None:
+        self.deps = deps
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                check_deadlines(self.deps)
+            except Exception as exc:  # noqa: BLE001 - a database hiccup must not stop the clock
+                log.warning("deadline check failed", extra={"error": str(exc)})
+            self._stop.wait(self.interval_s)
+
+    def stop(self) -> None:
+        self._stop.set()
 
 
 def main(settings: ComplaintsSettings | None = None) -> None:
     settings = settings or get_settings()
     configure_logging("complaints-worker", settings.log_level, settings.log_format)
     engine = make_engine(settings.database_url)
+    deps = build_deps(settings, engine)
     producer = make_producer(settings.kafka_bootstrap_servers, "complaints-worker")
     consumer = EventConsumer(
         settings=settings,
         group_id=GROUP_ID,
-        handlers=handlers(DataCipher(settings.data_encryption_key)),
+        handlers=handlers(deps),
         topics=[ORDERS_TOPIC, MEDIATION_TOPIC],
-        session_factory=make_session_factory(engine),
+        session_factory=deps.sessions,
         producer=producer,
     )
     relay = OutboxRelay(
@@ -31,7 +58,7 @@ def main(settings: ComplaintsSettings | None = None) -> None:
     )
     run_worker(
         "complaints-worker",
-        [consumer, relay],
+        [consumer, relay, DeadlineClock(deps, settings.deadline_check_interval_s)],
         bootstrap_servers=settings.kafka_bootstrap_servers,
         topics=[ORDERS_TOPIC, CASES_TOPIC, MEDIATION_TOPIC, NOTIFICATIONS_TOPIC],
         on_stop=producer.close,

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-22 06:27:20.529140
+Create Date: 2026-11-22 06:41:29.490546
 """
 
 from collections.abc import Sequence
@@ -23,13 +23,17 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("platform_id", sa.String(length=40), nullable=False),
         sa.Column("delivery_key", sa.String(length=200), nullable=True),
+        sa.Column("source", sa.String(length=20), nullable=False),
         sa.Column("status", sa.String(length=20), nullable=False),
         sa.Column("http_status", sa.Integer(), nullable=False),
         sa.Column("error", sa.Text(), nullable=True),
         sa.Column("headers", sa.JSON(), nullable=False),
-        sa.Column("body", sa.LargeBinary(), nullable=False),
+        sa.Column("body_enc", sa.LargeBinary(), nullable=False),
+        sa.Column("body_size", sa.Integer(), nullable=False),
+        sa.Column("summary", sa.JSON(), nullable=True),
         sa.Column("order_id", sa.String(length=200), nullable=True),
         sa.Column("event_id", sa.String(length=100), nullable=True),
+        sa.Column("replay_of", sa.Integer(), nullable=True),
         sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_inbound_deliveries")),
     )
@@ -37,10 +41,21 @@ def upgrade() -> None:
         batch_op.create_index(
             "ix_inbound_platform_received", ["platform_id", "received_at"], unique=False
         )
+        batch_op.create_index("ix_inbound_platform_status", ["platform_id", "status"], unique=False)
         batch_op.create_index(
             "ux_inbound_platform_delivery", ["platform_id", "delivery_key"], unique=True
         )
 
+    op.create_table(
+        "inbound_events",
+        sa.Column("platform_id", sa.String(length=40), nullable=False),
+        sa.Column("event_key", sa.String(length=200), nullable=False),
+        sa.Column("delivery_id", sa.Integer(), nullable=False),
+        sa.Column("order_id", sa.String(length=200), nullable=False),
+        sa.Column("event_id", sa.String(length=100), nullable=True),
+        sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("platform_id", "event_key", name=op.f("pk_inbound_events")),
+    )
     op.create_table(
         "inbox_events",
         sa.Column("consumer_group", sa.String(length=100), nullable=False),
@@ -49,6 +64,54 @@ def upgrade() -> None:
         sa.Column("processed_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("consumer_group", "event_id", name=op.f("pk_inbox_events")),
     )
+    op.create_table(
+        "order_snapshots",
+        sa.Column("order_id", sa.String(length=200), nullable=False),
+        sa.Column("platform_id", sa.String(length=40), nullable=False),
+        sa.Column("order_code", sa.String(length=100), nullable=False),
+        sa.Column("status", sa.String(length=30), nullable=False),
+        sa.Column("status_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("buyer_enc", sa.Text(), nullable=True),
+        sa.Column("seller", sa.JSON(), nullable=True),
+        sa.Column("items", sa.JSON(), nullable=True),
+        sa.Column("total_amount", sa.Integer(), nullable=True),
+        sa.Column("currency", sa.String(length=3), nullable=True),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("order_id", name=op.f("pk_order_snapshots")),
+    )
+    with op.batch_alter_table("order_snapshots", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_order_snapshots_platform_id"), ["platform_id"], unique=False
+        )
+
+    op.create_table(
+        "outbound_deliveries",
+        sa.Column("id", sa.String(length=60), nullable=False),
+        sa.Column("platform_id", sa.String(length=40), nullable=False),
+        sa.Column("event_id", sa.String(length=100), nullable=False),
+        sa.Column("event_type", sa.String(length=100), nullable=False),
+        sa.Column("case_id", sa.String(length=100), nullable=True),
+        sa.Column("payload", sa.LargeBinary(), nullable=False),
+        sa.Column("status", sa.String(length=20), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("schedule_step", sa.Integer(), nullable=False),
+        sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("lease_until", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("last_status_code", sa.Integer(), nullable=True),
+        sa.Column("last_error", sa.Text(), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("delivered_at", sa.DateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_outbound_deliveries")),
+    )
+    with op.batch_alter_table("outbound_deliveries", schema=None) as batch_op:
+        batch_op.create_index("ix_outbound_due", ["status", "next_attempt_at"], unique=False)
+        batch_op.create_index(
+            "ix_outbound_platform_created", ["platform_id", "created_at"], unique=False
+        )
+        batch_op.create_index(
+            "ux_outbound_platform_event", ["platform_id", "event_id"], unique=True
+        )
+
     op.create_table(
         "outbox_messages",
         sa.Column(
@@ -81,11 +144,15 @@ def upgrade() -> None:
         sa.Column("kind", sa.String(length=20), nullable=False),
         sa.Column("signing_secret_enc", sa.Text(), nullable=False),
         sa.Column("signing_secret_previous_enc", sa.Text(), nullable=True),
+        sa.Column("signing_secret_previous_until", sa.DateTime(timezone=True), nullable=True),
         sa.Column("outbound_secret_enc", sa.Text(), nullable=False),
+        sa.Column("outbound_secret_previous_enc", sa.Text(), nullable=True),
+        sa.Column("outbound_secret_previous_until", sa.DateTime(timezone=True), nullable=True),
         sa.Column("app_key", sa.String(length=200), nullable=True),
         sa.Column("push_url", sa.String(length=500), nullable=True),
         sa.Column("outbound_url", sa.String(length=500), nullable=True),
         sa.Column("outbound_enabled", sa.Boolean(), nullable=False),
+        sa.Column("outbound_disabled_reason", sa.String(length=500), nullable=True),
         sa.Column("status_notifications", sa.Boolean(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_platforms")),
@@ -114,11 +181,38 @@ def upgrade() -> None:
             batch_op.f("ix_api_clients_platform_id"), ["platform_id"], unique=False
         )
 
+    op.create_table(
+        "outbound_attempts",
+        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("delivery_id", sa.String(length=60), nullable=False),
+        sa.Column("attempt", sa.Integer(), nullable=False),
+        sa.Column("attempted_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("status_code", sa.Integer(), nullable=True),
+        sa.Column("error", sa.Text(), nullable=True),
+        sa.Column("retry_after_s", sa.Integer(), nullable=True),
+        sa.Column("duration_ms", sa.Integer(), nullable=False),
+        sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["delivery_id"],
+            ["outbound_deliveries.id"],
+            name=op.f("fk_outbound_attempts_delivery_id_outbound_deliveries"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_outbound_attempts")),
+    )
+    with op.batch_alter_table("outbound_attempts", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_outbound_attempts_delivery_id"), ["delivery_id"], unique=False
+        )
+
     # ### end Alembic commands ###
 
 
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
+    with op.batch_alter_table("outbound_attempts", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_outbound_attempts_delivery_id"))
+
+    op.drop_table("outbound_attempts")
     with op.batch_alter_table("api_clients", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_api_clients_platform_id"))
 
@@ -129,9 +223,21 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_outbox_messages_published_at"))
 
     op.drop_table("outbox_messages")
+    with op.batch_alter_table("outbound_deliveries", schema=None) as batch_op:
+        batch_op.drop_index("ux_outbound_platform_event")
+        batch_op.drop_index("ix_outbound_platform_created")
+        batch_op.drop_index("ix_outbound_due")
+
+    op.drop_table("outbound_deliveries")
+    with op.batch_alter_table("order_snapshots", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_order_snapshots_platform_id"))
+
+    op.drop_table("order_snapshots")
     op.drop_table("inbox_events")
+    op.drop_table("inbound_events")
     with op.batch_alter_table("inbound_deliveries", schema=None) as batch_op:
         batch_op.drop_index("ux_inbound_platform_delivery")
+        batch_op.drop_index("ix_inbound_platform_status")
         batch_op.drop_index("ix_inbound_platform_received")
 
     op.drop_table("inbound_deliveries")

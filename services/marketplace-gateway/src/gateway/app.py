@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from gateway.api import router
+from gateway.ingest import Ingestor
 from gateway.settings import GatewaySettings, get_settings
 from odr_shared.crypto import DataCipher
 from odr_shared.db import make_engine, make_session_factory
@@ -25,5 +26,6 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     )
     app.state.sessions = make_session_factory(engine)
     app.state.cipher = DataCipher(settings.data_encryption_key)
+    app.state.ingestor = Ingestor(app.state.sessions, app.state.cipher, settings)
     app.include_router(router)
     return app

@@ -16,7 +16,21 @@ class GatewaySettings(ServiceSettings):
     public_base_url: str = "http://127.0.0.1:8001"
     webhook_tolerance_s: int = 300
     max_body_bytes: int = 1_048_576
+    max_batch_body_bytes: int = 16 * 1_048_576
+    # Per platform, all webhook routes together.
+    webhook_rate_limit: int = 1200
+    webhook_rate_window_s: int = 60
     platform_token_ttl_s: int = 3600
+    # How long a rotated-out secret still verifies (and still signs outbound deliveries).
+    secret_rotation_grace_s: int = 86_400
+    # Outbound deliveries: 1.0 is the Standard Webhooks schedule (0, 5 s, 5 min ... 24 h);
+    # tests shrink it. Jitter adds up to this fraction of each delay.
+    outbound_schedule_scale: float = 1.0
+    outbound_jitter: float = 0.1
+    outbound_timeout_s: float = 10.0
+    outbound_poll_interval_s: float = 0.5
+    outbound_concurrency: int = 4
+    outbound_lease_s: int = 120
 
 
 @lru_cache

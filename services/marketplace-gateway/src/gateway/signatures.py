@@ -56,12 +56,63 @@ def verify_standard_webhooks(
     ]
     if not offered:
         raise SignatureError("no v1 signature")
+    matched = False
     for secret in secrets:
-        expected = standard_webhooks_sign(secret, msg_id, ts, body).split(",", 1)[1].encode()
+        try:
+            expected = standard_webhooks_sign(secret, msg_id, ts, body).split(",", 1)[1].encode()
+        except ValueError:
+            continue
         # Compare against every offered signature without stopping early.
-        matched = False
         for candidate in offered:
             matched |= hmac.compare_digest(expected, candidate)
-        if matched:
-            return msg_id
+    if matched:
+        return msg_id
     raise SignatureError("no signature matches")
+
+
+def hmac_sha256(secret: str, message: bytes) -> bytes:
+    return hmac.new(secret.encode(), message, hashlib.sha256).digest()
+
+
+def _matches_any(expected: Iterable[bytes], offered: bytes) -> bool:
+    # Check every candidate secret without stopping early: the time taken does not say which
+    # secret (current or previous) matched, or how far a guess got.
+    matched = False
+    for candidate in expected:
+        matched |= hmac.compare_digest(candidate, offered)
+    return matched
+
+
+def verify_hex_hmac(
+    secrets: Iterable[str], message: bytes, offered: str | None, header: str
+) -> None:
+    """Shopee, Lazada, TikTok Shop: lowercase hex HMAC-SHA256 of a recipe-specific message."""
+    if not offered:
+        raise SignatureError(f"missing {header} header")
+    expected = [hmac_sha256(s, message).hex().encode() for s in secrets]
+    if not _matches_any(expected, offered.strip().lower().encode()):
+        raise SignatureError(f"{header} does not match the body")
+
+
+def verify_base64_hmac(
+    secrets: Iterable[str], body: bytes, offered: str | None, header: str
+) -> None:
+    """Shopify, Haravan, Sapo: base64 HMAC-SHA256 of the raw body."""
+    if not offered:
+        raise SignatureError(f"missing {header} header")
+    expected = [base64.b64encode(hmac_sha256(s, body)) for s in secrets]
+    if not _matches_any(expected, offered.strip().encode()):
+        raise SignatureError(f"{header} does not match the body")
+
+
+def standard_webhooks_headers(
+    secrets: Iterable[str], msg_id: str, timestamp: int, body: bytes
+) -> dict[str, str]:
+    """Headers for an outbound delivery; during a rotation it carries one signature per secret."""
+    signatures = " ".join(standard_webhooks_sign(s, msg_id, timestamp, body) for s in secrets)
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": signatures,
+        "content-type": "application/json",
+    }

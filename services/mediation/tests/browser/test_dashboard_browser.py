@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from mediation_testkit import PASSWORD, case_event, make_settings
 from playwright.sync_api import Page, expect, sync_playwright
-from tests.conftest import PASSWORD, case_event, make_settings  # type: ignore[import-not-found]
 
 from mediation import SERVICE_ROOT, service
 from odr_shared.auth import TokenService

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
-from tests.conftest import PASSWORD, case_event, neutral_body  # type: ignore[import-not-found]
+from mediation_testkit import PASSWORD, case_event, neutral_body
 
 from odr_shared.auth import TokenService
 from odr_shared.events import CASES_TOPIC, MEDIATION_TOPIC, build_event, parse_event

@@ -6,44 +6,22 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from fastapi.testclient import TestClient
+from mediation_testkit import (
+    PASSWORD,
+    admin_headers,
+    case_event,
+    escalate,
+    login,
+    neutral_body,
+    outbox,
+)
 from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
-from tests.conftest import PASSWORD, admin_headers, case_event, neutral_body  # type: ignore[import-not-found]
 
 from mediation import service
 from mediation.models import Neutral
-from mediation.settings import MediationSettings
 from odr_shared.auth import TokenService
 from odr_shared.db import utcnow
-from odr_shared.events import MEDIATION_TOPIC, build_event, parse_event
-
-
-def login(client: TestClient, email: str) -> dict[str, str]:
-    r = client.post("/v1/auth/login", json={"email": email, "password": PASSWORD})
-    assert r.status_code == 200, r.text
-    return {"Authorization": f"Bearer {r.json()['access_token']}"}
-
-
-def escalate(sessions: sessionmaker[Session], settings: MediationSettings, **kw: object) -> str:
-    data = case_event(**kw)
-    with sessions() as session, session.begin():
-        service.take_escalated_case(session, data, utcnow(), settings)
-    return data.case_id
-
-
-def outbox(sessions: sessionmaker[Session]) -> list[tuple[str, dict]]:
-    from odr_shared.outbox import _OUTBOX
-
-    with sessions() as session:
-        rows = session.execute(
-            select(_OUTBOX.c.topic, _OUTBOX.c.payload).order_by(_OUTBOX.c.id)
-        ).all()
-    out = []
-    for topic, payload in rows:
-        assert topic == MEDIATION_TOPIC
-        ev = parse_event(bytes(payload))
-        out.append((ev.type, ev.data.model_dump(mode="json")))
-    return out
+from odr_shared.events import build_event
 
 
 def test_register_neutral_needs_admin_and_valid_fields(client: TestClient, settings) -> None:

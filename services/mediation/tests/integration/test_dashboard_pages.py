@@ -5,8 +5,7 @@ from __future__ import annotations
 import re
 
 from fastapi.testclient import TestClient
-from tests.conftest import PASSWORD, admin_headers, case_event, neutral_body  # type: ignore[import-not-found]
-from tests.integration.test_api import outbox  # type: ignore[import-not-found]
+from mediation_testkit import PASSWORD, admin_headers, case_event, neutral_body, outbox
 
 from mediation import service
 from odr_shared.db import utcnow

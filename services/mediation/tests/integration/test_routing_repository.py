@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from mediation_testkit import PASSWORD, case_event
 from sqlalchemy import update
-from tests.conftest import PASSWORD, case_event  # type: ignore[import-not-found]
 
 from mediation import repository as repo
 from mediation import service

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
+from mediation_testkit import case_event, make_settings, neutral_body
 from sqlalchemy import select
-from tests.conftest import case_event, make_settings, neutral_body  # type: ignore[import-not-found]
 
 from mediation import SERVICE_ROOT, service
 from mediation.models import Assignment, Neutral

@@ -1,26 +1,119 @@
-"""Notifications HTTP routes."""
+"""Notifications HTTP routes: deliveries (admin; masked for others) and preferences."""
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Form, Path, Query, Request
+from fastapi.responses import HTMLResponse
+from pydantic import BaseModel, Field
 
-from notifications.deliveries import list_deliveries
-from odr_shared.auth import AdminParty
+from notifications.deliveries import (
+    get_preference,
+    list_deliveries,
+    set_order_status_preference,
+    unsubscribe,
+    unsubscribe_link_exists,
+)
+from notifications.rendering import render_page
+from odr_shared.auth import AdminParty, CurrentParty
 
 router = APIRouter()
 
 
-@router.get("/v1/deliveries", tags=["deliveries"])
+class DeliveryOut(BaseModel):
+    id: int
+    channel: Literal["sms", "email"]
+    recipient: str = Field(description="in clear for admins, masked for everyone else")
+    template: str
+    language: str
+    body: str = Field(description="what was sent, one-time codes redacted")
+    status: str = Field(description="pending | sending | sent | failed | suppressed")
+    attempts: int
+    event_id: str
+    case_id: str | None
+    urgent: bool
+    last_error: str | None
+    created_at: str
+    next_attempt_at: str | None
+    sent_at: str | None
+
+
+class PreferenceIn(BaseModel):
+    contact: str = Field(min_length=3, max_length=254, description="phone number or email")
+    order_status: bool = Field(description="false: no more order-status messages")
+
+
+class PreferenceOut(BaseModel):
+    contact: str
+    order_status: bool
+    case_updates: bool = Field(description="always true: case steps and deadlines always go")
+    updated_at: str | None
+
+
+@router.get("/v1/deliveries", tags=["deliveries"], response_model=list[DeliveryOut])
 def get_deliveries(
     request: Request,
-    _admin: AdminParty,
-    recipient: str | None = None,
-    case_id: str | None = None,
+    party: CurrentParty,
+    recipient: str | None = Query(None, max_length=254),
+    case_id: str | None = Query(None, max_length=64),
     channel: Literal["sms", "email"] | None = None,
+    status: Literal["pending", "sending", "sent", "failed", "suppressed"] | None = None,
+    limit: int = Query(200, ge=1, le=1000),
 ) -> list[dict[str, Any]]:
     with request.app.state.sessions() as session:
         return list_deliveries(
-            session, recipient=recipient, case_id=case_id, channel=channel, reveal_contacts=True
+            session,
+            request.app.state.cipher,
+            party,
+            recipient=recipient,
+            case_id=case_id,
+            channel=channel,
+            status=status,
+            limit=limit,
         )
+
+
+@router.post("/v1/preferences", tags=["preferences"], response_model=PreferenceOut)
+def post_preference(request: Request, _admin: AdminParty, body: PreferenceIn) -> dict[str, Any]:
+    with request.app.state.sessions() as session, session.begin():
+        return set_order_status_preference(
+            session, request.app.state.cipher, body.contact, opt_out=not body.order_status
+        )
+
+
+@router.get("/v1/preferences", tags=["preferences"], response_model=PreferenceOut)
+def read_preference(
+    request: Request, _admin: AdminParty, contact: str = Query(min_length=3, max_length=254)
+) -> dict[str, Any]:
+    with request.app.state.sessions() as session:
+        return get_preference(session, request.app.state.cipher, contact)
+
+
+UnsubscribeToken = Path(min_length=8, max_length=32, pattern=r"^[A-Za-z0-9_-]+$")
+
+
+@router.get("/u/{token}", tags=["preferences"], response_class=HTMLResponse)
+def unsubscribe_page(request: Request, token: str = UnsubscribeToken) -> HTMLResponse:
+    """The link in order-status messages: a page that asks (a GET never changes anything, so
+    link previews cannot unsubscribe anyone)."""
+    with request.app.state.sessions() as session:
+        known = unsubscribe_link_exists(session, token)
+    state = "ask" if known else "invalid"
+    return HTMLResponse(
+        render_page("_unsubscribe.html.j2", state=state, action=f"/u/{token}"),
+        status_code=200 if known else 404,
+    )
+
+
+@router.post("/u/{token}", tags=["preferences"], response_class=HTMLResponse)
+def unsubscribe_confirm(
+    request: Request, token: str = UnsubscribeToken, resume: str | None = Form(None)
+) -> HTMLResponse:
+    with request.app.state.sessions() as session, session.begin():
+        known = unsubscribe(session, token, opt_out=not resume)
+    state = ("resumed" if resume else "done") if known else "invalid"
+    return HTMLResponse(
+        render_page("_unsubscribe.html.j2", state=state, action=f"/u/{token}"),
+        status_code=200 if known else 404,
+    )

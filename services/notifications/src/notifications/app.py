@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from notifications import bootstrap
 from notifications.api import router
 from notifications.settings import NotificationsSettings, get_settings
 from odr_shared.db import make_engine, make_session_factory
@@ -23,5 +24,6 @@ def create_app(settings: NotificationsSettings | None = None) -> FastAPI:
         description="Templates, preferences, SMS and email deliveries.",
     )
     app.state.sessions = make_session_factory(engine)
+    app.state.cipher = bootstrap.cipher(settings)
     app.include_router(router)
     return app

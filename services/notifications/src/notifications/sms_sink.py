@@ -16,9 +16,22 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 
+def _seen_references(path: Path) -> dict[str, str]:
+    seen: dict[str, str] = {}
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                doc = json.loads(line)
+                if doc.get("reference"):
+                    seen[str(doc["reference"])] = str(doc["id"])
+    return seen
+
+
 def make_handler(folder: Path) -> type[BaseHTTPRequestHandler]:
     folder.mkdir(parents=True, exist_ok=True)
     lock = threading.Lock()
+    # Like a real provider honouring Idempotency-Key: a retry after a lost answer is one SMS.
+    seen = _seen_references(folder / "messages.jsonl")
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
@@ -32,10 +45,24 @@ def make_handler(folder: Path) -> type[BaseHTTPRequestHandler]:
             except (ValueError, KeyError, TypeError):
                 self._json(400, {"error": "invalid_request", "detail": "need to and text"})
                 return
-            message_id = uuid.uuid4().hex
-            record = {"id": message_id, "to": to, "text": text, "received_at": time.time()}
-            with lock, (folder / "messages.jsonl").open("a", encoding="utf-8") as f:
-                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+            reference = self.headers.get("idempotency-key") or doc.get("reference")
+            with lock:
+                if reference and reference in seen:
+                    self._json(200, {"id": seen[reference], "status": "duplicate"})
+                    return
+                message_id = uuid.uuid4().hex
+                record = {
+                    "id": message_id,
+                    "to": to,
+                    "text": text,
+                    "sender": doc.get("sender"),
+                    "reference": reference,
+                    "received_at": time.time(),
+                }
+                with (folder / "messages.jsonl").open("a", encoding="utf-8") as f:
+                    f.write(json.dumps(record, ensure_ascii=False) + "\n")
+                if reference:
+                    seen[str(reference)] = message_id
             self._json(200, {"id": message_id, "status": "accepted"})
 
         def _json(self, status: int, body: dict[str, str]) -> None:

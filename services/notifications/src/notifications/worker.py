@@ -1,38 +1,72 @@
-"""Notifications worker: consumes cases.events, relays its outbox to notifications.events."""
+"""Notifications worker: consumes the four topics into deliveries and runs the send loop."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from kafka import KafkaProducer
+
+from notifications import bootstrap
 from notifications.consumer import GROUP_ID, handlers
+from notifications.dispatcher import Clock, Dispatcher
 from notifications.settings import NotificationsSettings, get_settings
-from odr_shared.db import make_engine, make_session_factory
+from odr_shared.db import make_engine, make_session_factory, utcnow
 from odr_shared.events import CASES_TOPIC, MEDIATION_TOPIC, NOTIFICATIONS_TOPIC, ORDERS_TOPIC
 from odr_shared.kafka import EventConsumer, make_producer
 from odr_shared.logs import configure_logging
 from odr_shared.outbox import OutboxRelay
 from odr_shared.worker import run_worker
 
+TOPICS = [NOTIFICATIONS_TOPIC, ORDERS_TOPIC, CASES_TOPIC, MEDIATION_TOPIC]
 
-def main(settings: NotificationsSettings | None = None) -> None:
-    settings = settings or get_settings()
-    configure_logging("notifications-worker", settings.log_level, settings.log_format)
+
+@dataclass(frozen=True)
+class WorkerParts:
+    consumer: EventConsumer
+    relay: OutboxRelay
+    dispatcher: Dispatcher  # every due delivery, and dead letters
+    urgent_dispatcher: Dispatcher  # one-time codes only, never stuck behind slow sends
+
+    def all(self) -> list[EventConsumer | OutboxRelay | Dispatcher]:
+        return [self.consumer, self.relay, self.dispatcher, self.urgent_dispatcher]
+
+
+def build_parts(
+    settings: NotificationsSettings, producer: KafkaProducer, *, clock: Clock = utcnow
+) -> WorkerParts:
+    """The worker's loops; tests run the very same parts in threads."""
     engine = make_engine(settings.database_url)
-    producer = make_producer(settings.kafka_bootstrap_servers, "notifications-worker")
+    sessions = make_session_factory(engine)
     consumer = EventConsumer(
         settings=settings,
         group_id=GROUP_ID,
-        handlers=handlers(),
-        topics=[NOTIFICATIONS_TOPIC, ORDERS_TOPIC, CASES_TOPIC, MEDIATION_TOPIC],
-        session_factory=make_session_factory(engine),
+        handlers=handlers(bootstrap.notifier(settings)),
+        topics=TOPICS,
+        session_factory=sessions,
         producer=producer,
     )
     relay = OutboxRelay(
         engine, producer, poll_interval_s=settings.outbox_poll_interval_s, name="notifications"
     )
+    return WorkerParts(
+        consumer=consumer,
+        relay=relay,
+        dispatcher=bootstrap.dispatcher(settings, sessions, producer, clock=clock),
+        urgent_dispatcher=bootstrap.dispatcher(
+            settings, sessions, producer, clock=clock, urgent_only=True
+        ),
+    )
+
+
+def main(settings: NotificationsSettings | None = None) -> None:
+    settings = settings or get_settings()
+    configure_logging("notifications-worker", settings.log_level, settings.log_format)
+    producer = make_producer(settings.kafka_bootstrap_servers, "notifications-worker")
     run_worker(
         "notifications-worker",
-        [consumer, relay],
+        build_parts(settings, producer).all(),
         bootstrap_servers=settings.kafka_bootstrap_servers,
-        topics=[ORDERS_TOPIC, CASES_TOPIC, MEDIATION_TOPIC, NOTIFICATIONS_TOPIC],
+        topics=TOPICS,
         on_stop=producer.close,
     )
 

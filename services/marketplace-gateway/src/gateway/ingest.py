@@ -1,0 +1,652 @@
+"""Inbound use cases: verify, map, merge and store a delivery; publish via the outbox; replay."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from collections.abc import Mapping as MappingABC
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any, NoReturn
+
+from sqlalchemy import insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from gateway.adapters import ADAPTERS, StandardAdapter
+from gateway.adapters.base import load_object, validate
+from gateway.adapters.standard import CanonicalOrder
+from gateway.domain import KnownOrder, Mapping, MappingError, OrderUpdate, merge
+from gateway.metrics import INBOUND_DELIVERIES
+from gateway.models import InboundDelivery, InboundEvent, OrderSnapshot
+from gateway.platforms import get_platform, platform_config
+from gateway.settings import GatewaySettings
+from gateway.signatures import SignatureError
+from odr_shared.crypto import DataCipher
+from odr_shared.db import utcnow
+from odr_shared.events import (
+    ORDERS_TOPIC,
+    Buyer,
+    CloudEvent,
+    OrderItem,
+    OrderStatus,
+    OrderStatusChangedV1,
+    Seller,
+    build_event,
+    order_id,
+)
+from odr_shared.logs import scrub, scrub_value
+from odr_shared.outbox import add_many_to_outbox
+from odr_shared.problems import Problem, not_found
+from odr_shared.ratelimit import Limit, hit
+
+log = logging.getLogger(__name__)
+
+SOURCE = "odr/marketplace-gateway"
+# Headers worth keeping with a delivery for inspection and replay; signatures and credentials
+# are never stored.
+_DROPPED_HEADERS = ("authorization", "cookie", "webhook-signature")
+_KEPT_HEADERS = ("content-type", "user-agent", "idempotency-key")
+
+
+def kept_headers(headers: MappingABC[str, str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name, value in headers.items():
+        n = name.lower()
+        # Client addresses are personal data too; the platform is known from the path.
+        if n in _DROPPED_HEADERS or "hmac" in n or n.startswith(("x-forwarded", "x-real-ip")):
+            continue
+        if n.startswith(("webhook-", "x-")) or n in (
+            "content-type",
+            "user-agent",
+            "idempotency-key",
+        ):
+            out[n] = value[:500]
+    return out
+
+
+@dataclass
+class Receipt:
+    http_status: int
+    delivery_id: int
+    status: str  # accepted | held | ignored | stale | duplicate
+    duplicate: bool
+    event_ids: list[str] = field(default_factory=list)
+    summary: dict[str, int] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "delivery_id": self.delivery_id,
+            "status": self.status,
+            "duplicate": self.duplicate,
+            "event_id": self.event_ids[0] if len(self.event_ids) == 1 else None,
+            "summary": self.summary,
+        }
+        if len(self.event_ids) > 1:
+            doc["event_count"] = len(self.event_ids)
+        return doc
+
+
+class IncompleteOrder(Exception):
+    def __init__(self, errors: list[dict[str, str]]) -> None:
+        super().__init__(errors[0]["reason"])
+        self.errors = errors
+
+
+def _problem_for(errors: list[dict[str, str]], http_status: int, delivery_id: int) -> Problem:
+    first = errors[0]
+    title = "Bad Request" if http_status == 400 else "Unprocessable Content"
+    return Problem(
+        http_status,
+        title,
+        f"{first['field']}: {first['reason']}",
+        errors=errors,
+        delivery_id=delivery_id,
+    )
+
+
+class Ingestor:
+    """Receives deliveries for every platform kind; one instance per process."""
+
+    def __init__(
+        self, factory: sessionmaker[Session], cipher: DataCipher, settings: GatewaySettings
+    ) -> None:
+        self.factory = factory
+        self.cipher = cipher
+        self.settings = settings
+        self.limit = Limit("webhooks", settings.webhook_rate_limit, settings.webhook_rate_window_s)
+
+    # -- entry points ------------------------------------------------------------------------
+
+    def receive(
+        self,
+        platform_id: str,
+        headers: MappingABC[str, str],
+        body: bytes,
+        *,
+        batch: bool = False,
+        now: float | None = None,
+    ) -> Receipt:
+        """One webhook delivery (or one signed batch): verify, map, store, publish."""
+        moment = utcnow()
+        with self.factory() as session:
+            platform = get_platform(session, platform_id)
+            cfg = platform_config(self.cipher, platform, self.settings, moment)
+            kind, notify = platform.kind, platform.status_notifications
+        if batch and kind != "standard":
+            raise Problem(
+                400,
+                "Bad Request",
+                f"the batch endpoint takes standard-kind platforms; this one is {kind}",
+            )
+        # Counted in its own transaction so the hit sticks even when the delivery fails.
+        with self.factory() as session, session.begin():
+            hit(session, self.limit, platform_id)
+        adapter = ADAPTERS[kind]
+        kept = kept_headers(headers)
+        source = "batch" if batch else "webhook"
+        try:
+            adapter.verify(cfg, headers, body, now=now)
+        except SignatureError as exc:
+            self.reject(platform_id, kept, body, 401, f"signature rejected: {exc}", source)
+            log.warning(
+                "webhook signature rejected",
+                extra={"platform_id": platform_id, "kind": kind, "reason": str(exc)},
+            )
+            raise Problem(401, "Unauthorized", f"signature rejected: {exc}") from exc
+        try:
+            if batch:
+                assert isinstance(adapter, StandardAdapter)
+                mapping = adapter.map_batch(headers, body)
+            else:
+                mapping = adapter.map(cfg, headers, body)
+        except MappingError as exc:
+            delivery = self.reject(
+                platform_id, kept, body, exc.http_status, json.dumps(exc.errors), source
+            )
+            raise _problem_for(exc.errors, exc.http_status, delivery) from exc
+        prefix = "events.{i}.data" if batch else ("data" if kind == "standard" else "")
+        return self._store(
+            platform_id,
+            kind,
+            notify,
+            mapping,
+            kept,
+            body,
+            source=source,
+            ack_status=adapter.ack_status,
+            strict=kind == "standard",
+            field_prefix=prefix,
+        )
+
+    def receive_order(
+        self, platform_id: str, order: CanonicalOrder, idempotency_key: str | None
+    ) -> Receipt:
+        """A canonical ORDER through the REST API (platform token): full orders for any kind."""
+        with self.factory() as session:
+            platform = get_platform(session, platform_id)
+            kind, notify = platform.kind, platform.status_notifications
+        with self.factory() as session, session.begin():
+            hit(session, self.limit, platform_id)
+        body = order.model_dump_json(exclude_none=True).encode()
+        mapping = Mapping(
+            delivery_key=f"api:{idempotency_key}" if idempotency_key else "",
+            updates=[order.to_update()],
+        )
+        kept = {"idempotency-key": idempotency_key} if idempotency_key else {}
+        return self._store(
+            platform_id,
+            kind,
+            notify,
+            mapping,
+            kept,
+            body,
+            source="api",
+            ack_status=200,
+            strict=True,
+            field_prefix="",
+        )
+
+    def replay(self, platform_id: str, delivery_id: int) -> Receipt:
+        """Map a stored delivery again, without its signature (an operator vouches for it)."""
+        with self.factory() as session:
+            row = session.get(InboundDelivery, delivery_id)
+            if row is None or row.platform_id != platform_id:
+                raise not_found("delivery")
+            platform = get_platform(session, platform_id)
+            cfg = platform_config(self.cipher, platform, self.settings, utcnow())
+            kind, notify = platform.kind, platform.status_notifications
+            body = self.cipher.decrypt_bytes(row.body_enc)
+            headers = dict(row.headers)
+            source = row.source
+            origin = row
+            # A replay of a replay reads the body the way the first delivery was read.
+            while source == "replay" and origin.replay_of is not None:
+                parent = session.get(InboundDelivery, origin.replay_of)
+                if parent is None:
+                    break
+                origin, source = parent, parent.source
+        adapter = ADAPTERS[kind]
+        try:
+            if source == "api":
+                order = validate(CanonicalOrder, load_object(body))
+                mapping = Mapping("", updates=[order.to_update()])
+            elif source == "batch":
+                assert isinstance(adapter, StandardAdapter)
+                mapping = adapter.map_batch(headers, body)
+            else:
+                mapping = adapter.map(cfg, headers, body)
+        except (MappingError, KeyError) as exc:
+            errors = (
+                exc.errors
+                if isinstance(exc, MappingError)
+                else [{"field": str(exc), "reason": "missing from the stored delivery"}]
+            )
+            status = exc.http_status if isinstance(exc, MappingError) else 422
+            new_id = self.reject(
+                platform_id, headers, body, status, json.dumps(errors), "replay", delivery_id
+            )
+            raise _problem_for(errors, status, new_id) from exc
+        prefix = "events.{i}.data" if source == "batch" else ("data" if kind == "standard" else "")
+        return self._store(
+            platform_id,
+            kind,
+            notify,
+            replace(mapping, delivery_key=""),
+            headers,
+            body,
+            source="replay",
+            ack_status=200,
+            strict=kind == "standard" or source == "api",
+            field_prefix=prefix,
+            replay_of=delivery_id,
+        )
+
+    def reject(
+        self,
+        platform_id: str,
+        headers: dict[str, str],
+        body: bytes,
+        http_status: int,
+        error: str,
+        source: str = "webhook",
+        replay_of: int | None = None,
+    ) -> int:
+        """Keep a rejected delivery (its own transaction) for inspection and replay."""
+        INBOUND_DELIVERIES.labels("any", "rejected").inc()
+        with self.factory() as session, session.begin():
+            row = InboundDelivery(
+                platform_id=platform_id,
+                delivery_key=None,
+                source=source,
+                status="rejected",
+                http_status=http_status,
+                error=error[:4000],
+                headers=headers,
+                body_enc=self.cipher.encrypt_bytes(body),
+                body_size=len(body),
+                replay_of=replay_of,
+                received_at=utcnow(),
+            )
+            session.add(row)
+            session.flush()
+            return row.id
+
+    def reject_oversize(
+        self, platform_id: str, headers: MappingABC[str, str], size: int, limit: int
+    ) -> NoReturn:
+        with self.factory() as session:
+            get_platform(session, platform_id)
+        # The body itself is not kept: storing what we refuse to read would defeat the limit.
+        delivery = self.reject(
+            platform_id, kept_headers(headers), b"", 413, f"body of {size}+ bytes exceeds {limit}"
+        )
+        raise Problem(
+            413,
+            "Content Too Large",
+            f"body exceeds {limit} bytes",
+            delivery_id=delivery,
+        )
+
+    # -- storing -----------------------------------------------------------------------------
+
+    def _store(
+        self,
+        platform_id: str,
+        kind: str,
+        notify: bool,
+        mapping: Mapping,
+        headers: dict[str, str],
+        body: bytes,
+        *,
+        source: str,
+        ack_status: int,
+        strict: bool,
+        field_prefix: str,
+        replay_of: int | None = None,
+    ) -> Receipt:
+        delivery_key = mapping.delivery_key or None
+        # A concurrent twin may win the unique keys: the second pass then sees its rows.
+        for attempt in range(3):
+            try:
+                with self.factory() as session, session.begin():
+                    receipt = self._store_in(
+                        session,
+                        platform_id,
+                        kind,
+                        notify,
+                        mapping,
+                        delivery_key,
+                        headers,
+                        body,
+                        source=source,
+                        ack_status=ack_status,
+                        strict=strict,
+                        field_prefix=field_prefix,
+                        replay_of=replay_of,
+                    )
+                INBOUND_DELIVERIES.labels(kind, receipt.status).inc()
+                return receipt
+            except IncompleteOrder as exc:
+                delivery = self.reject(
+                    platform_id, headers, body, 422, json.dumps(exc.errors), source, replay_of
+                )
+                raise _problem_for(exc.errors, 422, delivery) from exc
+            except IntegrityError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _store_in(
+        self,
+        session: Session,
+        platform_id: str,
+        kind: str,
+        notify: bool,
+        mapping: Mapping,
+        delivery_key: str | None,
+        headers: dict[str, str],
+        body: bytes,
+        *,
+        source: str,
+        ack_status: int,
+        strict: bool,
+        field_prefix: str,
+        replay_of: int | None,
+    ) -> Receipt:
+        if delivery_key is not None:
+            existing = session.execute(
+                select(InboundDelivery).where(
+                    InboundDelivery.platform_id == platform_id,
+                    InboundDelivery.delivery_key == delivery_key,
+                )
+            ).scalar_one_or_none()
+            if existing is not None:
+                # The same delivery again: one effect, the same answer.
+                return Receipt(
+                    ack_status,
+                    existing.id,
+                    existing.status,
+                    duplicate=True,
+                    event_ids=[existing.event_id] if existing.event_id else [],
+                    summary=dict(existing.summary or {}),
+                )
+        now = utcnow()
+        row = InboundDelivery(
+            platform_id=platform_id,
+            delivery_key=delivery_key,
+            source=source,
+            status="accepted",
+            http_status=ack_status,
+            headers=headers,
+            body_enc=self.cipher.encrypt_bytes(body),
+            body_size=len(body),
+            replay_of=replay_of,
+            received_at=now,
+        )
+        session.add(row)
+        session.flush()
+        if mapping.ignored is not None:
+            row.status = "ignored"
+            row.error = mapping.ignored
+            return Receipt(ack_status, row.id, "ignored", duplicate=False)
+        counts, events = self._apply_updates(
+            session,
+            platform_id,
+            kind,
+            notify,
+            mapping.updates,
+            row.id,
+            now,
+            strict=strict,
+            field_prefix=field_prefix,
+        )
+        add_many_to_outbox(session, ORDERS_TOPIC, list(events))  # type: ignore[arg-type]
+        for status in ("accepted", "held", "stale", "duplicate"):
+            if counts.get(status):
+                row.status = status
+                break
+        row.summary = dict(counts)
+        if len(mapping.updates) == 1:
+            row.order_id = order_id(platform_id, mapping.updates[0].order_code)
+        if events:
+            row.event_id = events[0][1].id
+        return Receipt(
+            ack_status,
+            row.id,
+            row.status,
+            duplicate=row.status == "duplicate",
+            event_ids=[e.id for _k, e in events],
+            summary=dict(counts),
+        )
+
+    def _apply_updates(
+        self,
+        session: Session,
+        platform_id: str,
+        kind: str,
+        notify: bool,
+        updates: list[OrderUpdate],
+        delivery_id: int,
+        now: datetime,
+        *,
+        strict: bool,
+        field_prefix: str,
+    ) -> tuple[Counter[str], list[tuple[str, CloudEvent[OrderStatusChangedV1]]]]:
+        """Dedup by marketplace event, merge each update into the order snapshot, build events.
+
+        Set-based (one SELECT for seen events, one for snapshots, bulk inserts) so a batch of
+        a thousand events is one short transaction.
+        """
+        keys = list({u.event_key for u in updates})
+        seen: set[str] = set()
+        for chunk in _chunks(keys, 500):
+            seen.update(
+                session.execute(
+                    select(InboundEvent.event_key).where(
+                        InboundEvent.platform_id == platform_id,
+                        InboundEvent.event_key.in_(chunk),
+                    )
+                ).scalars()
+            )
+        oids = list({order_id(platform_id, u.order_code) for u in updates})
+        snapshots: dict[str, OrderSnapshot] = {}
+        for chunk in _chunks(oids, 500):
+            # Row locks (PostgreSQL; SQLite's write lock already serialises) so two concurrent
+            # updates of one order cannot both merge into the same old snapshot.
+            for snap in session.execute(
+                select(OrderSnapshot).where(OrderSnapshot.order_id.in_(chunk)).with_for_update()
+            ).scalars():
+                snapshots[snap.order_id] = snap
+        known: dict[str, KnownOrder] = {oid: self._known(snap) for oid, snap in snapshots.items()}
+        changed: set[str] = set()
+        buyer_changed: set[str] = set()
+        counts: Counter[str] = Counter()
+        events: list[tuple[str, CloudEvent[OrderStatusChangedV1]]] = []
+        seen_rows: list[dict[str, Any]] = []
+        for i, update in enumerate(updates):
+            if update.event_key in seen:
+                counts["duplicate"] += 1
+                continue
+            seen.add(update.event_key)
+            oid = order_id(platform_id, update.order_code)
+            result = merge(known.get(oid), update)
+            event_id: str | None = None
+            if result.stale:
+                counts["stale"] += 1
+            elif not result.order.complete:
+                if strict:
+                    prefix = field_prefix.format(i=i)
+                    raise IncompleteOrder(
+                        [
+                            {
+                                "field": f"{prefix}.{name}" if prefix else name,
+                                "reason": "required for an order the gateway does not know yet",
+                            }
+                            for name in result.order.missing()
+                        ]
+                    )
+                counts["held"] += 1
+            else:
+                event = self._event(platform_id, kind, notify, oid, result.order, delivery_id)
+                events.append((oid, event))
+                event_id = event.id
+                counts["accepted"] += 1
+            known[oid] = result.order
+            changed.add(oid)
+            if update.buyer is not None:
+                buyer_changed.add(oid)
+            seen_rows.append(
+                {
+                    "platform_id": platform_id,
+                    "event_key": update.event_key,
+                    "delivery_id": delivery_id,
+                    "order_id": oid,
+                    "event_id": event_id,
+                    "received_at": now,
+                }
+            )
+        if seen_rows:
+            session.execute(insert(InboundEvent), seen_rows)
+        new_rows: list[dict[str, Any]] = []
+        for oid in changed:
+            existing = snapshots.get(oid)
+            row = self._snapshot_row(
+                known[oid], now, encrypt_buyer=existing is None or oid in buyer_changed
+            )
+            if existing is None:
+                # Core bulk insert: a backfill creates a thousand snapshots in one statement.
+                new_rows.append({**row, "order_id": oid, "platform_id": platform_id})
+            else:
+                for name, value in row.items():
+                    setattr(existing, name, value)
+        if new_rows:
+            session.execute(insert(OrderSnapshot), new_rows)
+        return counts, events
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _known(self, snap: OrderSnapshot) -> KnownOrder:
+        buyer = (
+            Buyer.model_validate_json(self.cipher.decrypt(snap.buyer_enc))
+            if snap.buyer_enc
+            else None
+        )
+        return KnownOrder(
+            order_code=snap.order_code,
+            status=OrderStatus(snap.status),
+            status_at=snap.status_at,
+            buyer=buyer,
+            seller=Seller.model_validate(snap.seller) if snap.seller else None,
+            items=[OrderItem.model_validate(i) for i in snap.items]
+            if snap.items is not None
+            else None,
+            total_amount=snap.total_amount,
+            currency=snap.currency,
+        )
+
+    def _snapshot_row(
+        self, order: KnownOrder, now: datetime, *, encrypt_buyer: bool
+    ) -> dict[str, Any]:
+        row: dict[str, Any] = {
+            "order_code": order.order_code,
+            "status": order.status.value,
+            "status_at": order.status_at,
+            "seller": order.seller.model_dump() if order.seller else None,
+            "items": [i.model_dump() for i in order.items] if order.items is not None else None,
+            "total_amount": order.total_amount,
+            "currency": order.currency,
+            "updated_at": now,
+        }
+        if encrypt_buyer:
+            row["buyer_enc"] = (
+                self.cipher.encrypt(order.buyer.model_dump_json()) if order.buyer else None
+            )
+        return row
+
+    @staticmethod
+    def _event(
+        platform_id: str,
+        kind: str,
+        notify: bool,
+        oid: str,
+        order: KnownOrder,
+        delivery_id: int,
+    ) -> CloudEvent[OrderStatusChangedV1]:
+        assert order.buyer is not None
+        assert order.seller is not None
+        assert order.total_amount is not None
+        return build_event(
+            source=SOURCE,
+            event_type="order.status_changed",
+            subject=oid,
+            data=OrderStatusChangedV1(
+                order_id=oid,
+                platform_id=platform_id,
+                platform_kind=kind,
+                order_code=order.order_code,
+                status=order.status,
+                status_at=order.status_at,
+                buyer=order.buyer,
+                seller=order.seller,
+                items=order.items or [],
+                total_amount=order.total_amount,
+                currency=order.currency or "VND",
+                delivery_id=str(delivery_id),
+                status_notifications=notify,
+            ),
+        )
+
+
+def _chunks(values: list[str], size: int) -> list[list[str]]:
+    return [values[i : i + size] for i in range(0, len(values), size)]
+
+
+# -- the inbound log, as operators and platforms read it -------------------------------------
+
+
+def body_preview(cipher: DataCipher, row: InboundDelivery, limit: int = 4000) -> Any:
+    """The stored body with personal data masked: never shown in clear through the API."""
+    body = cipher.decrypt_bytes(row.body_enc)
+    try:
+        doc = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return scrub(body[:limit].decode("utf-8", errors="replace"))
+    return scrub_value("body", doc)
+
+
+def list_inbound(
+    session: Session,
+    platform_id: str,
+    *,
+    status: str | None,
+    limit: int,
+    before_id: int | None,
+) -> list[InboundDelivery]:
+    q = select(InboundDelivery).where(InboundDelivery.platform_id == platform_id)
+    if status:
+        q = q.where(InboundDelivery.status == status)
+    if before_id:
+        q = q.where(InboundDelivery.id < before_id)
+    return list(session.execute(q.order_by(InboundDelivery.id.desc()).limit(limit)).scalars())
