@@ -16,7 +16,6 @@ from typing import Any
 import httpx
 import pytest
 from jose import jwt
-from kafka import KafkaProducer
 from reliability_kit import (
     ReliabilityStack,
     admin,
@@ -30,8 +29,6 @@ from reliability_kit import (
     wait_for,
 )
 
-from odr_shared.events import build_event
-from odr_shared.events.schemas import Actor, MediationEventV1
 from odr_shared.settings import DEV_JWT_SECRET
 
 pytestmark = [pytest.mark.reliability, pytest.mark.e2e]
@@ -53,9 +50,10 @@ class Side:
     evidence_id: str
     inbound_id: int
     tokens: dict[str, str]  # role label -> token of a party of this side
+    neutral_ids: dict[str, str]  # mediator / arbitrator -> neutral id
 
 
-def setup_side(rs: ReliabilityStack, tag: str) -> Side:
+def setup_side(rs: ReliabilityStack, tag: str, category: str) -> Side:
     stack = rs.stack
     platform = make_platform(stack, f"Sàn Quyền {tag}", outbound_url=rs.receiver.url)
     code = f"RA{tag}{uuid.uuid4().hex[:6].upper()}"
@@ -79,7 +77,7 @@ def setup_side(rs: ReliabilityStack, tag: str) -> Side:
         f"{complaints}/v1/cases",
         json={
             "order_code": code,
-            "category": "damaged",
+            "category": category,
             "description": "Hàng bị vỡ khi nhận, hộp móp.",
             "desired_outcome": "refund",
             "claimed_amount": 250000,
@@ -101,35 +99,68 @@ def setup_side(rs: ReliabilityStack, tag: str) -> Side:
         headers=bearer(consumer),
     )
     assert evidence.status_code == 201, evidence.text
-    mediator, arbitrator = f"med-{tag}-{uuid.uuid4().hex[:4]}", f"arb-{tag}-{uuid.uuid4().hex[:4]}"
-    producer = KafkaProducer(bootstrap_servers=[stack.bootstrap], acks="all")
-    try:
-        for nid, role in ((mediator, "mediator"), (arbitrator, "arbitrator")):
-            ev = build_event(
-                source="reliability",
-                event_type="case.assigned",
-                subject=case_id,
-                data=MediationEventV1(
-                    case_id=case_id,
-                    platform_id=platform.platform_id,
-                    neutral_id=nid,
-                    neutral_role=role,  # type: ignore[arg-type]
-                    actor=Actor(role="system"),
-                ),
-            )
-            producer.send("mediation.events", key=case_id.encode(), value=ev.to_json_bytes()).get(
-                timeout=15
-            )
-    finally:
-        producer.close()
-    med_token = token("mediator", neutral_id=mediator, roles=("mediator",))
-    arb_token = token("arbitrator", neutral_id=arbitrator, roles=("arbitrator",))
+    # Real neutrals, routed by mediation: only this side's case category is theirs.
+    mediation = stack.url("mediation")
+    neutral_tokens: dict[str, str] = {}
+    neutral_ids: dict[str, str] = {}
+    for role in ("mediator", "arbitrator"):
+        email, password = new_email(f"{role}{tag}"), f"mat-khau-{uuid.uuid4().hex}"
+        r = httpx.post(
+            f"{mediation}/v1/neutrals",
+            json={
+                "name": f"Trọng Tài {tag}",
+                "email": email,
+                "phone": new_phone(),
+                "password": password,
+                "roles": [role],
+                "categories": [category],
+                "languages": ["vi"],
+            },
+            headers=admin(),
+        )
+        assert r.status_code == 201, r.text
+        neutral_ids[role] = r.json()["neutral_id"]
+        login = httpx.post(
+            f"{mediation}/v1/auth/login", json={"email": email, "password": password}
+        )
+        assert login.status_code == 200, login.text
+        neutral_tokens[role] = login.json()["access_token"]
+    # The consumer rejects the offer and escalates: mediation assigns the mediator; the
+    # mediator refers the case to arbitration: mediation assigns the arbitrator.
+    rejected = httpx.post(
+        f"{complaints}/v1/cases/{case_id}/offers/{offer.json()['offer_id']}/reject",
+        json={"reason": "không đủ"},
+        headers=bearer(consumer),
+    )
+    assert rejected.status_code == 200, rejected.text
+    escalated = httpx.post(
+        f"{complaints}/v1/cases/{case_id}/escalate",
+        json={"reason": "không thỏa thuận được"},
+        headers=bearer(consumer),
+    )
+    assert escalated.status_code == 200, escalated.text
+    med_token, arb_token = neutral_tokens["mediator"], neutral_tokens["arbitrator"]
     wait_for(
         lambda: (
-            httpx.get(f"{complaints}/v1/cases/{case_id}", headers=bearer(arb_token)).status_code
+            httpx.get(f"{mediation}/v1/cases/{case_id}", headers=bearer(med_token)).status_code
             == 200
         ),
-        timeout_s=60,
+        timeout_s=90,
+    )
+    referred = httpx.post(
+        f"{mediation}/v1/cases/{case_id}/escalate",
+        json={"reason": "cần trọng tài quyết định"},
+        headers=bearer(med_token),
+    )
+    assert referred.status_code == 200, referred.text
+    wait_for(
+        lambda: (
+            httpx.get(f"{mediation}/v1/cases/{case_id}", headers=bearer(arb_token)).status_code
+            == 200
+            and httpx.get(f"{complaints}/v1/cases/{case_id}", headers=bearer(arb_token)).status_code
+            == 200
+        ),
+        timeout_s=90,
     )
     with rs.db("gateway") as conn:
         inbound_id = conn.execute(
@@ -144,6 +175,7 @@ def setup_side(rs: ReliabilityStack, tag: str) -> Side:
         evidence.json()["evidence_id"],
         int(inbound_id),
         {"consumer": consumer, "platform": ptoken, "mediator": med_token, "arbitrator": arb_token},
+        neutral_ids,
     )
 
 
@@ -209,7 +241,46 @@ def endpoints(
             {"platform"},
         ),
     ]
+    m, med, arb = "mediation", s.neutral_ids["mediator"], s.neutral_ids["arbitrator"]
+    neutrals = {"mediator", "arbitrator"}
+    out += [
+        (m, "GET", f"/v1/cases/{cid}", {}, neutrals),
+        (m, "GET", f"/v1/cases/{cid}/routing", {}, set()),
+        (
+            m,
+            "POST",
+            f"/v1/cases/{cid}/proposals",
+            {"json": {"outcome": "replacement", "terms": "Đổi hàng mới"}},
+            neutrals,
+        ),
+        (m, "POST", f"/v1/cases/{cid}/messages", {"json": {"body": "xin chào"}}, neutrals),
+        (m, "POST", f"/v1/cases/{cid}/escalate", {"json": {"reason": "thử quyền"}}, neutrals),
+        (
+            m,
+            "POST",
+            f"/v1/cases/{cid}/decision",
+            {"json": {"outcome": "claim_rejected", "reasons": "Thử quyền truy cập của người lạ."}},
+            neutrals,
+        ),
+        (m, "GET", f"/v1/neutrals/{med}", {}, {"mediator"}),
+        (m, "GET", f"/v1/neutrals/{arb}", {}, {"arbitrator"}),
+        (m, "PATCH", f"/v1/neutrals/{med}", {"json": {"on_leave": True}}, set()),
+    ]
     return out
+
+
+def mediation_state(rs: ReliabilityStack) -> tuple[Any, ...]:
+    """Every mediation table's row count (a stranger's call must add nothing)."""
+    with rs.db("mediation") as conn:
+        tables = [
+            r[0]
+            for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+        ]
+        return tuple(
+            (t, conn.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0])  # noqa: S608
+            for t in sorted(tables)
+            if t not in ("inbox_events", "rate_limit_windows")
+        )
 
 
 def case_state(rs: ReliabilityStack, case_id: str) -> tuple[Any, ...]:
@@ -234,13 +305,20 @@ def case_state(rs: ReliabilityStack, case_id: str) -> tuple[Any, ...]:
 
 
 def test_access_matrix_every_stranger_gets_404(rstack: ReliabilityStack) -> None:
-    a, b = setup_side(rstack, "A"), setup_side(rstack, "B")
+    a, b = setup_side(rstack, "A", "damaged"), setup_side(rstack, "B", "not_as_described")
     calls = 0
     refused: dict[str, int] = {}
     leaks: list[str] = []
     forbidden_403 = 0
     for owner, stranger in ((a, b), (b, a)):
-        before = case_state(rstack, owner.case_id)
+        # Let the events of the set-up settle before taking the snapshot.
+        before, mediation_before = None, None
+        for _ in range(30):
+            now = (case_state(rstack, owner.case_id), mediation_state(rstack))
+            if now == (before, mediation_before):
+                break
+            before, mediation_before = now
+            time.sleep(1.5)
         with rstack.db("gateway") as conn:
             platform_before = conn.execute(
                 "SELECT name, signing_secret_enc FROM platforms WHERE id = ?", (owner.platform_id,)
@@ -257,6 +335,8 @@ def test_access_matrix_every_stranger_gets_404(rstack: ReliabilityStack) -> None
                     # A role check, not an object check: only fine if a made-up id answers the
                     # same (no oracle), and nothing changed (checked below).
                     fake = path.replace(owner.case_id, "case-x").replace(owner.platform_id, "pf_x")
+                    for nid in owner.neutral_ids.values():
+                        fake = fake.replace(nid, "ntr-x")
                     r2 = httpx.request(
                         method,
                         rstack.stack.url(service) + fake,
@@ -271,6 +351,7 @@ def test_access_matrix_every_stranger_gets_404(rstack: ReliabilityStack) -> None
                 leaks.append(f"{role} of the other side: {method} {path} -> {r.status_code}")
         # Nothing a stranger did changed the owner's case or platform.
         assert case_state(rstack, owner.case_id) == before
+        assert mediation_state(rstack) == mediation_before
         with rstack.db("gateway") as conn:
             assert (
                 conn.execute(
@@ -307,6 +388,13 @@ def test_access_matrix_every_stranger_gets_404(rstack: ReliabilityStack) -> None
             lists += 1
             assert r.status_code in (200, 403), r.text
             if r.status_code == 200:
+                assert owner.case_id not in r.text, role
+            if role in ("mediator", "arbitrator"):
+                r = httpx.get(
+                    f"{rstack.stack.url('mediation')}/v1/assignments", headers=bearer(tok)
+                )
+                lists += 1
+                assert r.status_code == 200, r.text
                 assert owner.case_id not in r.text, role
             r = httpx.get(
                 f"{rstack.stack.url('notifications')}/v1/deliveries",
