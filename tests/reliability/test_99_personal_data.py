@@ -87,6 +87,12 @@ def test_no_personal_data_in_clear_in_logs_dead_letters_or_webhook_deliveries(
             stored += 1
             for hit in scan.find(row):
                 leaks.setdefault(f"gateway.{table}#{i}", []).append(hit)
+    # SMS and email delivery records as stored by notifications (recipients encrypted, bodies
+    # with contacts masked).
+    for i, row in enumerate(db_rows(var / "notifications.db", "deliveries")):
+        stored += 1
+        for hit in scan.find(row):
+            leaks.setdefault(f"notifications.deliveries#{i}", []).append(hit)
     received = 0
     if rstack.receiver.path.exists():
         for n, body in enumerate(rstack.receiver.path.read_bytes().splitlines(), 1):
@@ -109,7 +115,7 @@ def test_no_personal_data_in_clear_in_logs_dead_letters_or_webhook_deliveries(
         log_lines=log_lines,
         dlq_topics=len(dlq_topics),
         dead_letters=dead_letters,
-        gateway_delivery_rows=stored,
+        stored_delivery_rows=stored,
         webhooks_received=received,
         leaks=sum(len(v) for v in leaks.values()),
         outbox_rows_with_contacts_in_clear=outbox_with_contacts,
