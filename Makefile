@@ -80,3 +80,9 @@ images:
 	  echo "building $$ref"; \
 	  $(CONTAINER_TOOL) build -f deploy/docker/$$svc.Dockerfile -t "$$ref" .; \
 	done
+
+# Crash safety, replay, poison messages, webhooks, access matrix, JWT, abuse, fuzzing, personal
+# data: counted and printed; the counts land in test-artifacts/reliability.json (docs/reliability.md).
+.PHONY: test-reliability
+test-reliability: env
+	$(BIN)/pytest -m reliability tests/reliability -s $(PYTEST_ARGS)

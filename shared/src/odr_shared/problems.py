@@ -109,3 +109,49 @@ def install_problem_handlers(app: FastAPI) -> None:
         return problem_response(
             500, "Internal Server Error", "an unexpected error occurred", instance=request.url.path
         )
+
+
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "Problem",
+    "type": "object",
+    "description": "RFC 9457 problem details",
+    "required": ["title", "status"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "instance": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"field": {"type": "string"}, "reason": {"type": "string"}},
+            },
+        },
+    },
+}
+
+
+def document_problems(app: FastAPI) -> None:
+    """Make /openapi.json say what the handlers above answer: FastAPI documents its own
+    `HTTPValidationError` JSON for 422, but every error here is problem+json."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = build()
+        schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
+        ref = {"schema": {"$ref": "#/components/schemas/Problem"}}
+        for path_item in schema.get("paths", {}).values():
+            for operation in path_item.values():
+                if not isinstance(operation, dict):
+                    continue
+                for status, response in operation.get("responses", {}).items():
+                    if status[:1] in ("4", "5") and isinstance(response, dict):
+                        response["content"] = {PROBLEM_JSON: ref}
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -14,7 +14,7 @@ from odr_shared.auth import TokenService
 from odr_shared.db import ping
 from odr_shared.kafka import broker_reachable
 from odr_shared.metrics import metrics_middleware, metrics_response
-from odr_shared.problems import install_problem_handlers, problem_response
+from odr_shared.problems import document_problems, install_problem_handlers, problem_response
 from odr_shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -28,13 +28,19 @@ def create_service_app(
     app.state.engine = engine
     app.state.tokens = TokenService(settings)
     install_problem_handlers(app)
+    document_problems(app)
     app.middleware("http")(metrics_middleware(service))
 
     @app.get("/healthz", tags=["ops"], summary="The process is alive")
     def healthz() -> dict[str, str]:
         return {"status": "ok", "service": service}
 
-    @app.get("/readyz", tags=["ops"], summary="The database and the broker are reachable")
+    @app.get(
+        "/readyz",
+        tags=["ops"],
+        summary="The database and the broker are reachable",
+        responses={503: {"description": "a dependency is unreachable"}},
+    )
     async def readyz() -> Response:
         checks: dict[str, str] = {}
         try:

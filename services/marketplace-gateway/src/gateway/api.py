@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Form, Header, Query, Request
+from fastapi import APIRouter, Form, Header, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, HttpUrl
 from starlette.concurrency import run_in_threadpool
@@ -21,6 +21,10 @@ from odr_shared.crypto import DataCipher
 from odr_shared.problems import Problem, not_found
 
 router = APIRouter()
+
+# Row ids are 64-bit: a larger number is a 422, not a database overflow (a 500).
+MAX_ROW_ID = 2**63 - 1
+RowId = Annotated[int, Path(ge=1, le=MAX_ROW_ID)]
 
 PlatformKind = Literal["standard", "shopee", "lazada", "tiktok", "shopify", "haravan", "sapo"]
 assert set(PlatformKind.__args__) == set(PLATFORM_KINDS)  # type: ignore[attr-defined]
@@ -411,7 +415,7 @@ def inbound_deliveries(
         Literal["accepted", "held", "ignored", "stale", "duplicate", "rejected"] | None, Query()
     ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    before_id: Annotated[int | None, Query(ge=1)] = None,
+    before_id: Annotated[int | None, Query(ge=1, le=MAX_ROW_ID)] = None,
     with_body: bool = False,
 ) -> list[InboundOut]:
     """The inbound log, newest first: accepted and rejected deliveries (bodies masked)."""
@@ -428,7 +432,7 @@ def inbound_deliveries(
     tags=["webhooks"],
 )
 def inbound_delivery(
-    platform_id: str, delivery_id: int, request: Request, party: CurrentParty
+    platform_id: str, delivery_id: RowId, request: Request, party: CurrentParty
 ) -> InboundOut:
     _own_platform(party, platform_id)
     with request.app.state.sessions() as session:
@@ -443,7 +447,7 @@ def inbound_delivery(
     tags=["webhooks"],
 )
 def replay_inbound(
-    platform_id: str, delivery_id: int, request: Request, _admin: AdminParty
+    platform_id: str, delivery_id: RowId, request: Request, _admin: AdminParty
 ) -> JSONResponse:
     """Map a stored delivery again without checking its signature (operators only)."""
     receipt = _ingestor(request).replay(platform_id, delivery_id)
