@@ -82,9 +82,8 @@ NAMED_BY_ISSUE = {
         "NOTIFICATIONS_SMS_PROVIDER_URL",
     },
 }
-# Named by issue 7 for a branch not merged yet (mediation reads MEDIATION_COMPLAINTS_URL);
-# anything else unknown is a typo.
-PENDING_SETTINGS: set[str] = set().union(*NAMED_BY_ISSUE.values())
+# Every variable the manifests set is read by a Settings class; anything unknown is a typo.
+PENDING_SETTINGS: set[str] = set()
 # Read by the runtime, not by Settings: uvicorn's runner, Python, libpq, odr_shared.worker.
 RUNTIME_ENV = {
     "HOST",

@@ -28,6 +28,53 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _split(values: list[str] | None) -> list[str]:
+    """Accept both `--category a --category b` and `--category a,b`."""
+    return [v.strip() for raw in values or [] for v in raw.split(",") if v.strip()]
+
+
+def cmd_neutral_add(args: argparse.Namespace) -> int:
+    """Register a mediator/arbitrator with the mediation service (admin token, over HTTP)."""
+    import getpass
+
+    import httpx
+
+    password = args.password or os.environ.get("ODR_NEUTRAL_PASSWORD") or getpass.getpass()
+    token = TokenService(ServiceSettings()).issue(
+        role="admin", subject="odr-cli", ttl=timedelta(minutes=5)
+    )
+    body = {
+        "name": args.name,
+        "email": args.email,
+        "phone": args.phone,
+        "password": password,
+        "roles": _split(args.role),
+        "categories": _split(args.category),
+        "languages": _split(args.language),
+        "regions": _split(args.region),
+        "max_active_cases": args.max_active_cases,
+        "conflicts": {
+            "platform_ids": _split(args.conflict_platform),
+            "seller_ids": _split(args.conflict_seller),
+        },
+    }
+    try:
+        r = httpx.post(
+            f"{args.mediation_url.rstrip('/')}/v1/neutrals",
+            json=body,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10,
+        )
+    except httpx.HTTPError as exc:
+        print(f"mediation unreachable at {args.mediation_url}: {exc}", file=sys.stderr)
+        return 2
+    if r.status_code != 201:
+        print(f"refused ({r.status_code}): {r.text}", file=sys.stderr)
+        return 1
+    print(json.dumps(r.json()))
+    return 0
+
+
 def _gateway_call(args: argparse.Namespace, method: str, path: str, **kwargs: Any) -> int:
     """Call the gateway's admin API with a freshly minted admin token; print the JSON answer."""
     import httpx
@@ -83,6 +130,26 @@ def build_parser() -> argparse.ArgumentParser:
     tok.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
     tok.set_defaults(func=cmd_token)
 
+    neutral = sub.add_parser("neutral", help="manage mediators and arbitrators")
+    neutral_sub = neutral.add_subparsers(dest="neutral_command", required=True)
+    add = neutral_sub.add_parser("add", help="register a neutral with the mediation service")
+    add.add_argument("--name", required=True)
+    add.add_argument("--email", required=True)
+    add.add_argument("--phone", required=True)
+    add.add_argument("--password", help="else $ODR_NEUTRAL_PASSWORD, else asked")
+    add.add_argument("--role", action="append", required=True, help="mediator, arbitrator")
+    add.add_argument("--category", action="append", required=True)
+    add.add_argument("--language", action="append", required=True, help="vi, en, hmn, km...")
+    add.add_argument("--region", action="append")
+    add.add_argument("--max-active-cases", type=int, default=10)
+    add.add_argument("--conflict-platform", action="append", help="a platform_id")
+    add.add_argument("--conflict-seller", action="append", help="a seller id")
+    add.add_argument(
+        "--mediation-url",
+        default=os.environ.get("MEDIATION_URL", "http://127.0.0.1:8003"),
+        help="default: $MEDIATION_URL or http://127.0.0.1:8003",
+    )
+    add.set_defaults(func=cmd_neutral_add)
     platform = sub.add_parser("platform", help="marketplace platforms (gateway admin API)")
     platform.add_argument(
         "--gateway-url",

@@ -5,6 +5,8 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from mediation.api import router
+from mediation.complaints_client import ComplaintsClient
+from mediation.dashboard import router as dashboard_router
 from mediation.settings import MediationSettings, get_settings
 from odr_shared.db import make_engine, make_session_factory
 from odr_shared.logs import configure_logging
@@ -23,5 +25,7 @@ def create_app(settings: MediationSettings | None = None) -> FastAPI:
         description="Neutrals, routing, proposals, arbitration, the neutrals' dashboard.",
     )
     app.state.sessions = make_session_factory(engine)
+    app.state.complaints = ComplaintsClient(settings.complaints_url)
     app.include_router(router)
+    app.include_router(dashboard_router)
     return app

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import date
 from functools import lru_cache
 
+from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from odr_shared.settings import ServiceSettings
@@ -16,6 +18,32 @@ class MediationSettings(ServiceSettings):
 
     database_url: str = "sqlite:///./var/mediation.db"
     public_base_url: str = "http://127.0.0.1:8003"
+    complaints_url: str = "http://127.0.0.1:8002"
+    # A neutral who has not acted on an assignment within this many working days is replaced.
+    sla_working_days: int = Field(2, ge=1, le=60)
+    # Public holidays (ISO dates, comma separated) skipped when counting working days.
+    holidays: str = ""
+    # Claims above this amount (đồng) go to a panel of three arbitrators instead of one.
+    panel_threshold_vnd: int = Field(100_000_000, ge=0)
+    # How often the worker retries the waiting queue and looks for SLA breaches.
+    sweep_interval_s: float = Field(5.0, gt=0)
+    token_ttl_s: int = Field(8 * 3600, ge=60)
+    login_max_attempts: int = Field(10, ge=1)
+    login_window_s: int = Field(300, ge=1)
+
+    @field_validator("holidays")
+    @classmethod
+    def _valid_dates(cls, v: str) -> str:
+        for part in v.split(","):
+            if part.strip():
+                date.fromisoformat(part.strip())
+        return v
+
+    @property
+    def holiday_dates(self) -> frozenset[date]:
+        return frozenset(
+            date.fromisoformat(p.strip()) for p in self.holidays.split(",") if p.strip()
+        )
 
 
 @lru_cache

@@ -191,7 +191,14 @@ def plan_mediation_event(
     if ctx is None:
         raise CaseUnknown(f"case {event.case_id} not seen on cases.events yet")
     role = event.neutral_role or "mediator"
-    if consumer_template:
+    # A panel of three arrives as one case.assigned per arbitrator, each naming the whole panel:
+    # the consumer hears about the panel once (with its first member), each arbitrator by email.
+    panel_member_after_first = (
+        event_type == "case.assigned"
+        and len(event.neutral_ids) > 1
+        and event.neutral_id != event.neutral_ids[0]
+    )
+    if consumer_template and not panel_member_after_first:
         params: dict[str, Any] = {"neutral_role": role}
         if event.proposal:
             params.update(

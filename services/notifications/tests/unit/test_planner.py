@@ -92,6 +92,26 @@ def test_assignment_tells_the_consumer_from_the_projection_and_the_neutral_by_em
     assert planned[2].params["reference"] == opened.data.reference
 
 
+def test_a_panel_of_three_reaches_the_consumer_once_and_each_arbitrator_by_email() -> None:
+    opened = case_event("case.opened")
+    ctx = case_context(opened.data)
+    panel = ["arb-1", "arb-2", "arb-3"]
+    planned = []
+    for member in panel:
+        event = mediation_event("case.assigned", opened.data.case_id)
+        data = event.data.model_copy(
+            update={"neutral_id": member, "neutral_role": "arbitrator", "neutral_ids": panel}
+        )
+        planned += plan(event.type, data, ctx)
+    to_consumer = [p for p in planned if p.template == "mediator_assigned"]
+    to_arbitrators = [p for p in planned if p.template == "neutral_assigned"]
+    assert [(p.channel, p.params["neutral_role"]) for p in to_consumer] == [
+        ("sms", "arbitrator"),
+        ("email", "arbitrator"),
+    ]
+    assert len(to_arbitrators) == 3
+
+
 def test_mediation_event_for_an_unseen_case_is_an_error_to_retry() -> None:
     assigned = mediation_event("case.assigned", "case-unknown")
     with pytest.raises(CaseUnknown):

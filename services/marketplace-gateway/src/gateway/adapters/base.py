@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from gateway.domain import Mapping, MappingError
+from gateway.signatures import SignatureError, verify_hex_hmac
 from odr_shared.problems import validation_errors
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -48,6 +49,22 @@ class Adapter(ABC):
     @abstractmethod
     def map(self, cfg: PlatformConfig, headers: MappingABC[str, str], body: bytes) -> Mapping:
         """Read the marketplace's payload; raise MappingError naming the bad field."""
+
+
+class AppKeySignedAdapter(Adapter):
+    """Lazada and TikTok Shop: `Authorization: hex(HMAC-SHA256(secret, app_key + body))`."""
+
+    def verify(
+        self,
+        cfg: PlatformConfig,
+        headers: MappingABC[str, str],
+        body: bytes,
+        now: float | None = None,
+    ) -> None:
+        if not cfg.app_key:
+            raise SignatureError("platform has no app_key configured")
+        message = cfg.app_key.encode() + body
+        verify_hex_hmac(cfg.secrets, message, headers.get("authorization"), "Authorization")
 
 
 def load_object(body: bytes) -> dict[str, Any]:

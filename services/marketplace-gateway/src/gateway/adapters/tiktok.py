@@ -7,9 +7,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.adapters.base import Adapter, PlatformConfig, from_unix, load_object, validate
+from gateway.adapters.base import (
+    AppKeySignedAdapter,
+    PlatformConfig,
+    from_unix,
+    load_object,
+    validate,
+)
 from gateway.domain import Mapping, OrderUpdate, body_digest, event_key, field_error
-from gateway.signatures import SignatureError, verify_hex_hmac
 from odr_shared.events import OrderStatus
 
 ORDER_STATUS_CHANGE = 1
@@ -70,20 +75,8 @@ class TikTokReturnStatus(BaseModel):
     update_time: int = Field(gt=0)
 
 
-class TikTokAdapter(Adapter):
+class TikTokAdapter(AppKeySignedAdapter):
     kind = "tiktok"
-
-    def verify(
-        self,
-        cfg: PlatformConfig,
-        headers: MappingABC[str, str],
-        body: bytes,
-        now: float | None = None,
-    ) -> None:
-        if not cfg.app_key:
-            raise SignatureError("platform has no app_key configured")
-        message = cfg.app_key.encode() + body
-        verify_hex_hmac(cfg.secrets, message, headers.get("authorization"), "Authorization")
 
     def map(self, cfg: PlatformConfig, headers: MappingABC[str, str], body: bytes) -> Mapping:
         push = validate(TikTokPush, load_object(body))
