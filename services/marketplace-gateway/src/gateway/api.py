@@ -321,8 +321,12 @@ async def webhook(platform_id: str, request: Request) -> Response:
     body = await _read_body(request, platform_id, settings.max_body_bytes)
     headers = {k.lower(): v for k, v in request.headers.items()}
     ingestor = _ingestor(request)
-    # Verify and map in the threadpool; then wait, holding no thread, for the group commit.
-    pending = await run_in_threadpool(ingestor.prepare, platform_id, headers, body)
+    # Verify and map on the loop when that needs no database (a thread hop per request costs
+    # more than the check), else in the threadpool; then wait, holding no thread, for the
+    # group commit.
+    pending = ingestor.prepare_cached(platform_id, headers, body)
+    if pending is None:
+        pending = await run_in_threadpool(ingestor.prepare, platform_id, headers, body)
     receipt = await asyncio.wrap_future(ingestor.writer.submit(pending))
     return _ack(receipt.http_status, receipt.as_json())
 
