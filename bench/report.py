@@ -80,8 +80,14 @@ def goal_met(key: str, value: float | None) -> bool | None:
     return value >= goal if op == ">=" else value <= goal
 
 
-def top_frames(collapsed: str, n: int = 15) -> list[tuple[str, float]]:
-    """From py-spy's collapsed stacks ("a;b;c count"), the n frames with most inclusive time."""
+def top_frames(
+    collapsed: str, n: int = 15, include: tuple[str, ...] = ()
+) -> list[tuple[str, float]]:
+    """From py-spy's collapsed stacks ("a;b;c count"), the n frames with most inclusive time.
+
+    `include`: keep only frames containing one of these strings (our code, the costly calls),
+    so thread and framework plumbing does not fill the table.
+    """
     inclusive: Counter[str] = Counter()
     total = 0
     for line in collapsed.splitlines():
@@ -94,7 +100,10 @@ def top_frames(collapsed: str, n: int = 15) -> list[tuple[str, float]]:
             inclusive[frame] += samples
     if not total:
         return []
-    return [(frame, round(100 * c / total, 1)) for frame, c in inclusive.most_common(n)]
+    ranked = [
+        (f, c) for f, c in inclusive.most_common() if not include or any(i in f for i in include)
+    ]
+    return [(frame, round(100 * c / total, 1)) for frame, c in ranked[:n]]
 
 
 def render_report(doc: dict[str, Any]) -> str:
