@@ -51,16 +51,58 @@ def hit(session: Session, limit: Limit, key: str, now: float | None = None) -> N
         except IntegrityError:
             hits = 0
     if hits >= limit.max_hits:
-        retry_after = max(1, math.ceil(window + limit.window_s - now))
-        raise Problem(
-            429,
-            "Too Many Requests",
-            f"rate limit {limit.name}: at most {limit.max_hits} per {limit.window_s} s",
-            headers={"Retry-After": str(retry_after)},
-            retry_after=retry_after,
-        )
+        raise too_many(limit, now)
     session.execute(
         update(_T)
         .where(_T.c.bucket == bucket, _T.c.window_start == window)
         .values(hits=_T.c.hits + 1)
     )
+
+
+def too_many(limit: Limit, now: float | None = None) -> Problem:
+    """The 429 problem (with Retry-After to the end of the current window)."""
+    now = time.time() if now is None else now
+    window = int(now // limit.window_s) * limit.window_s
+    retry_after = max(1, math.ceil(window + limit.window_s - now))
+    return Problem(
+        429,
+        "Too Many Requests",
+        f"rate limit {limit.name}: at most {limit.max_hits} per {limit.window_s} s",
+        headers={"Retry-After": str(retry_after)},
+        retry_after=retry_after,
+    )
+
+
+def hit_many(session: Session, limit: Limit, key: str, count: int, now: float | None = None) -> int:
+    """Count up to `count` hits in one statement pair; returns how many fit in the window.
+
+    The same count as `count` calls of `hit` (a refused hit is not counted), for callers that
+    store many requests in one transaction (group commit); the caller answers the rest with
+    `too_many`.
+    """
+    if count <= 0:
+        return 0
+    now = time.time() if now is None else now
+    window = int(now // limit.window_s) * limit.window_s
+    bucket = f"{limit.name}:{key}"
+    hits = session.execute(
+        select(_T.c.hits).where(_T.c.bucket == bucket, _T.c.window_start == window)
+    ).scalar_one_or_none()
+    if hits is None:
+        allowed = min(count, max(1, limit.max_hits))  # as `hit`: a new window takes one
+        try:
+            with session.begin_nested():
+                session.execute(
+                    _T.insert().values(bucket=bucket, window_start=window, hits=allowed)
+                )
+            return allowed
+        except IntegrityError:
+            hits = 0
+    allowed = max(0, min(count, limit.max_hits - hits))
+    if allowed:
+        session.execute(
+            update(_T)
+            .where(_T.c.bucket == bucket, _T.c.window_start == window)
+            .values(hits=_T.c.hits + allowed)
+        )
+    return allowed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -157,7 +158,9 @@ def patch_platform(
         changes[name] = str(value) if isinstance(value, HttpUrl) else value
     with request.app.state.sessions() as session, session.begin():
         platform = platforms.update_platform(session, platform_id, changes=changes)
-        return _platform_out(platform, _settings(request))
+        out = _platform_out(platform, _settings(request))
+    _ingestor(request).forget_platform(platform_id)
+    return out
 
 
 class RotateIn(BaseModel):
@@ -193,6 +196,7 @@ def rotate_secret(
             rotate_webhook_secret=body.rotate_webhook_secret,
             grace_s=grace,
         )
+    _ingestor(request).forget_platform(platform_id)
     return RotateOut(**rotation.__dict__)
 
 
@@ -320,7 +324,14 @@ async def webhook(platform_id: str, request: Request) -> Response:
     settings = _settings(request)
     body = await _read_body(request, platform_id, settings.max_body_bytes)
     headers = {k.lower(): v for k, v in request.headers.items()}
-    receipt = await run_in_threadpool(_ingestor(request).receive, platform_id, headers, body)
+    ingestor = _ingestor(request)
+    # Verify and map on the loop when that needs no database (a thread hop per request costs
+    # more than the check), else in the threadpool; then wait, holding no thread, for the
+    # group commit.
+    pending = ingestor.prepare_cached(platform_id, headers, body)
+    if pending is None:
+        pending = await run_in_threadpool(ingestor.prepare, platform_id, headers, body)
+    receipt = await asyncio.wrap_future(ingestor.writer.submit(pending))
     return _ack(receipt.http_status, receipt.as_json())
 
 
@@ -335,9 +346,9 @@ async def webhook_batch(platform_id: str, request: Request) -> Response:
     settings = _settings(request)
     body = await _read_body(request, platform_id, settings.max_batch_body_bytes)
     headers = {k.lower(): v for k, v in request.headers.items()}
-    receipt = await run_in_threadpool(
-        _ingestor(request).receive, platform_id, headers, body, batch=True
-    )
+    ingestor = _ingestor(request)
+    pending = await run_in_threadpool(ingestor.prepare, platform_id, headers, body, batch=True)
+    receipt = await asyncio.wrap_future(ingestor.writer.submit(pending))
     return JSONResponse(receipt.as_json(), status_code=202)
 
 

@@ -21,6 +21,8 @@ class GatewaySettings(ServiceSettings):
     webhook_rate_limit: int = 1200
     webhook_rate_window_s: int = 60
     platform_token_ttl_s: int = 3600
+    # How long a process reuses a platform's verification settings (0: read them per request).
+    platform_cache_ttl_s: float = 3.0
     # How long a rotated-out secret still verifies (and still signs outbound deliveries).
     secret_rotation_grace_s: int = 86_400
     # Outbound deliveries: 1.0 is the Standard Webhooks schedule (0, 5 s, 5 min ... 24 h);

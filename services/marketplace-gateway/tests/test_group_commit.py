@@ -1,0 +1,121 @@
+"""Group commit: deliveries stored together still fail, dedupe and count one by one."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from concurrent.futures import Future
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from gateway.ingest import Ingestor, Pending, Receipt
+from gateway.models import InboundDelivery
+from gateway.platforms import register_platform
+from gateway.settings import GatewaySettings
+from odr_shared.crypto import DataCipher
+from odr_shared.db import make_engine, make_session_factory
+from odr_shared.outbox import pending_count
+from odr_shared.problems import Problem
+from odr_shared.testing import sample_order, standard_webhook_headers
+
+
+@pytest.fixture
+def ingestor(settings: GatewaySettings) -> Any:
+    engine = make_engine(settings.database_url)
+    cipher = DataCipher(settings.data_encryption_key)
+    ing = Ingestor(
+        make_session_factory(engine), cipher, settings.model_copy(update={"webhook_rate_limit": 3})
+    )
+    with ing.factory() as s, s.begin():
+        created = register_platform(
+            s,
+            cipher,
+            name="Group",
+            kind="standard",
+            signing_secret=None,
+            app_key=None,
+            push_url=None,
+            outbound_url=None,
+        )
+    yield ing, created.platform_id, created.webhook_secret
+    engine.dispose()
+
+
+def _pending(
+    ing: Ingestor, platform_id: str, secret: str, order: dict[str, Any], msg_id: str
+) -> Pending:
+    body = json.dumps(
+        {"type": "order.updated", "timestamp": "2026-11-21T03:00:00Z", "data": order}
+    ).encode()
+    return ing.prepare(platform_id, standard_webhook_headers(secret, body, msg_id=msg_id), body)
+
+
+def _commit(ing: Ingestor, pendings: list[Pending]) -> list[Future[Receipt]]:
+    group: list[tuple[Pending, Future[Receipt]]] = [(p, Future()) for p in pendings]
+    ing.commit_group(group)
+    return [f for _p, f in group]
+
+
+def test_a_bad_item_fails_alone_twins_answer_as_duplicates_and_the_rate_limit_counts_each(
+    ingestor,
+) -> None:
+    ing, platform_id, secret = ingestor
+    good_id = f"msg_{uuid.uuid4().hex}"
+    good = _pending(ing, platform_id, secret, sample_order("GRP-1"), good_id)
+    incomplete = _pending(
+        ing,
+        platform_id,
+        secret,
+        {"order_code": "GRP-2", "status": "paid", "status_at": "2026-11-21T03:00:00Z"},
+        f"msg_{uuid.uuid4().hex}",
+    )
+    twin = _pending(ing, platform_id, secret, sample_order("GRP-1"), good_id)
+    over = _pending(ing, platform_id, secret, sample_order("GRP-3"), f"msg_{uuid.uuid4().hex}")
+
+    first, bad, copy, limited = _commit(ing, [good, incomplete, twin, over])
+
+    receipt = first.result()
+    assert receipt.status == "accepted"
+    assert len(receipt.event_ids) == 1
+    with pytest.raises(Problem) as exc:
+        bad.result()
+    assert exc.value.status == 422
+    assert [e["field"] for e in exc.value.extensions["errors"]] == [
+        "data.buyer",
+        "data.seller",
+        "data.total_amount",
+    ]
+    assert copy.result().duplicate
+    assert copy.result().delivery_id == receipt.delivery_id
+    # Limit 3 per window: the good one, the incomplete one and the twin counted; not the 4th.
+    with pytest.raises(Problem) as exc:
+        limited.result()
+    assert exc.value.status == 429
+    with ing.factory() as s:
+        rows = (
+            s.execute(select(InboundDelivery.status).order_by(InboundDelivery.id)).scalars().all()
+        )
+        assert rows == ["accepted", "rejected"]
+        assert pending_count(s) == 1
+
+
+def test_a_group_stores_each_delivery_with_its_own_event_and_answer(ingestor) -> None:
+    ing, platform_id, secret = ingestor
+    ing.limit = type(ing.limit)("webhooks", 100, 60)
+    pendings = [
+        _pending(ing, platform_id, secret, sample_order(f"GRP-A{i}"), f"msg_{uuid.uuid4().hex}")
+        for i in range(3)
+    ]
+    receipts = [f.result() for f in _commit(ing, pendings)]
+    assert [r.status for r in receipts] == ["accepted"] * 3
+    assert len({r.delivery_id for r in receipts}) == 3
+    with ing.factory() as s:
+        for r, i in zip(receipts, range(3), strict=True):
+            row = s.get(InboundDelivery, r.delivery_id)
+            assert row is not None
+            assert row.order_id == f"{platform_id}:GRP-A{i}"
+            assert row.event_id == r.event_ids[0]
+            assert row.summary == {"accepted": 1}
+        assert pending_count(s) == 3
