@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
-import hashlib
-import hmac
 import json
 import os
 import random
@@ -37,7 +34,7 @@ from bench.report import percentile, summary_ms, top_frames, write_outputs
 from odr_cli.stack import Ports, Stack
 from odr_shared.auth import TokenService
 from odr_shared.settings import ServiceSettings
-from odr_shared.testing import free_port, sample_order, wait_http
+from odr_shared.testing import free_port, sample_order, standard_webhook_headers, wait_http
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -72,25 +69,6 @@ def tokens() -> TokenService:
 
 def admin_token() -> str:
     return tokens().issue(role="admin", subject="bench", ttl=timedelta(hours=2))
-
-
-def sign(secret: str, msg_id: str, ts: int, body: bytes) -> str:
-    """A Standard Webhooks `v1,` signature."""
-    key = base64.b64decode(secret.removeprefix("whsec_"))
-    digest = hmac.new(key, f"{msg_id}.{ts}.".encode(), hashlib.sha256)
-    digest.update(body)
-    return "v1," + base64.b64encode(digest.digest()).decode()
-
-
-def signed_headers(secret: str, body: bytes) -> dict[str, str]:
-    msg_id = f"msg_{uuid.uuid4().hex}"
-    ts = int(time.time())
-    return {
-        "content-type": "application/json",
-        "webhook-id": msg_id,
-        "webhook-timestamp": str(ts),
-        "webhook-signature": sign(secret, msg_id, ts, body),
-    }
 
 
 def unique_phone() -> str:
@@ -194,8 +172,8 @@ def write_requests(path: Path, url_path: str, secret: str, count: int) -> None:
     with path.open("w", encoding="utf-8") as f:
         for _ in range(count):
             body = order_body(f"B{uuid.uuid4().hex[:12].upper()}")
-            msg_id = f"msg_{uuid.uuid4().hex}"
-            sig = sign(secret, msg_id, ts, body)
+            signed = standard_webhook_headers(secret, body, timestamp=ts)
+            msg_id, sig = signed["webhook-id"], signed["webhook-signature"]
             f.write(f"{url_path}\t{msg_id}\t{ts}\t{sig}\t{body.decode()}\n")
 
 
@@ -476,7 +454,7 @@ def webhook_request(
         code = f"{prefix}{uuid.uuid4().hex[:12].upper()}"
         codes[i] = code
         body = order_body(code)
-        return signed_headers(ctx.secret, body), body
+        return standard_webhook_headers(ctx.secret, body), body
 
     return make
 
@@ -587,7 +565,7 @@ def bench_batch(ctx: Ctx, events: int, concurrency: int = 2) -> None:
         codes = [f"K{uuid.uuid4().hex[:12].upper()}" for _ in range(per_batch)]
         all_codes += codes
         body = compact({"events": [order_event(c) for c in codes]})
-        bodies.append((signed_headers(ctx.secret, body), body))
+        bodies.append((standard_webhook_headers(ctx.secret, body), body))
     total = len(bodies) * per_batch
     url = f"{ctx.webhook_url}/batch"
 
@@ -672,7 +650,7 @@ def bench_case_to_sms(ctx: Ctx, rate: float, seconds: float) -> None:
     log(f"case -> SMS: {count} orders, then cases at {rate}/s")
     codes = [f"S{uuid.uuid4().hex[:12].upper()}" for _ in range(count)]
     body = compact({"events": [order_event(c, phone=unique_phone()) for c in codes]})
-    headers = signed_headers(ctx.secret, body)
+    headers = standard_webhook_headers(ctx.secret, body)
     r = httpx.post(f"{ctx.webhook_url}/batch", content=body, headers=headers, timeout=60)
     r.raise_for_status()
     db = ctx.stack.var / "complaints.db"

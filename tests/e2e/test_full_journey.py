@@ -24,7 +24,11 @@ import pytest
 from odr_cli.stack import Stack
 from odr_shared.auth import TokenService
 from odr_shared.settings import ServiceSettings
-from odr_shared.testing import sample_order, standard_webhook_headers
+from odr_shared.testing import (
+    sample_order,
+    standard_webhook_headers,
+    standard_webhook_signed_by,
+)
 
 pytestmark = pytest.mark.e2e
 T = TypeVar("T")
@@ -285,18 +289,6 @@ class Receiver:
         self.server.server_close()
 
 
-def verify_standard_webhook(secret: str, headers: dict[str, str], body: bytes) -> bool:
-    import base64
-    import hashlib
-    import hmac
-
-    key = base64.b64decode(secret.removeprefix("whsec_"))
-    signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
-    expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
-    offered = [s.split(",", 1)[1] for s in headers["webhook-signature"].split() if "," in s]
-    return any(hmac.compare_digest(expected, o) for o in offered)
-
-
 def test_a_dispute_settled_by_agreement_reaches_the_marketplace_signed(stack: Stack) -> None:
     gw, complaints, mediation = (stack.url(n) for n in ("gateway", "complaints", "mediation"))
     admin = bearer(
@@ -442,7 +434,7 @@ def test_a_dispute_settled_by_agreement_reaches_the_marketplace_signed(stack: St
             "outbound webhooks",
         )
         for headers, raw in receiver.received:
-            assert verify_standard_webhook(platform["webhook_secret"], headers, raw)
+            assert standard_webhook_signed_by(platform["webhook_secret"], headers, raw)
             assert "0912345678" not in raw.decode()
             assert "an.nguyen@example.vn" not in raw.decode()
     finally:

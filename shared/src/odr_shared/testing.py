@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
+import hmac
 import os
 import socket
 import subprocess
@@ -155,24 +158,33 @@ def python() -> str:
     return sys.executable
 
 
+def _standard_webhook_mac(secret: str, msg_id: str, timestamp: str, body: bytes) -> str:
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    digest = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+    return base64.b64encode(digest).decode()
+
+
 def standard_webhook_headers(
     secret: str, body: bytes, msg_id: str | None = None, timestamp: int | None = None
 ) -> dict[str, str]:
     """Headers a Standard Webhooks sender would send (what a `standard` marketplace does)."""
-    import base64
-    import hashlib
-    import hmac
-
     msg_id = msg_id or f"msg_{uuid.uuid4().hex}"
-    ts = int(time.time()) if timestamp is None else timestamp
-    key = base64.b64decode(secret.removeprefix("whsec_"))
-    digest = hmac.new(key, f"{msg_id}.{ts}.".encode() + body, hashlib.sha256).digest()
+    ts = str(int(time.time()) if timestamp is None else timestamp)
     return {
         "webhook-id": msg_id,
-        "webhook-timestamp": str(ts),
-        "webhook-signature": "v1," + base64.b64encode(digest).decode(),
+        "webhook-timestamp": ts,
+        "webhook-signature": "v1," + _standard_webhook_mac(secret, msg_id, ts, body),
         "content-type": "application/json",
     }
+
+
+def standard_webhook_signed_by(secret: str, headers: dict[str, str], body: bytes) -> bool:
+    """What a marketplace receiving our outbound webhooks checks: one `v1,` signature matches."""
+    expected = _standard_webhook_mac(
+        secret, headers["webhook-id"], headers["webhook-timestamp"], body
+    )
+    offered = [s.split(",", 1)[1] for s in headers["webhook-signature"].split() if "," in s]
+    return any(hmac.compare_digest(expected, o) for o in offered)
 
 
 def sample_order(
