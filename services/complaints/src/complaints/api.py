@@ -192,16 +192,12 @@ def make_offer(case_id: str, body: OfferIn, party: CurrentParty, deps: DepsDep) 
     return service._offer_view(offer)
 
 
-def _case_state(deps: Deps, party: Party, case_id: str) -> dict[str, Any]:
-    return service.get_case(deps, party, case_id)
-
-
 @router.post("/v1/cases/{case_id}/offers/{offer_id}/accept", tags=["cases"])
 def accept_offer(
     case_id: str, offer_id: str, party: CurrentParty, deps: DepsDep, body: OptionalReason = None
 ) -> dict[str, Any]:
     service.answer_offer(deps, party, case_id, offer_id, True, body.reason if body else None)
-    return _case_state(deps, party, case_id)
+    return service.get_case(deps, party, case_id)
 
 
 @router.post("/v1/cases/{case_id}/offers/{offer_id}/reject", tags=["cases"])
@@ -209,7 +205,7 @@ def reject_offer(
     case_id: str, offer_id: str, party: CurrentParty, deps: DepsDep, body: OptionalReason = None
 ) -> dict[str, Any]:
     service.answer_offer(deps, party, case_id, offer_id, False, body.reason if body else None)
-    return _case_state(deps, party, case_id)
+    return service.get_case(deps, party, case_id)
 
 
 @router.post("/v1/cases/{case_id}/proposals/{proposal_id}/accept", tags=["cases"])
@@ -217,7 +213,7 @@ def accept_proposal(
     case_id: str, proposal_id: str, party: CurrentParty, deps: DepsDep, body: OptionalReason = None
 ) -> dict[str, Any]:
     service.answer_proposal(deps, party, case_id, proposal_id, True, body.reason if body else None)
-    return _case_state(deps, party, case_id)
+    return service.get_case(deps, party, case_id)
 
 
 @router.post("/v1/cases/{case_id}/proposals/{proposal_id}/reject", tags=["cases"])
@@ -225,7 +221,7 @@ def reject_proposal(
     case_id: str, proposal_id: str, party: CurrentParty, deps: DepsDep, body: OptionalReason = None
 ) -> dict[str, Any]:
     service.answer_proposal(deps, party, case_id, proposal_id, False, body.reason if body else None)
-    return _case_state(deps, party, case_id)
+    return service.get_case(deps, party, case_id)
 
 
 @router.post("/v1/cases/{case_id}/escalate", tags=["cases"])
@@ -234,7 +230,7 @@ def escalate(
 ) -> dict[str, Any]:
     """Consumer: once an offer was rejected or the merchant's deadline passed."""
     service.escalate(deps, party, case_id, body.reason if body else None)
-    return _case_state(deps, party, case_id)
+    return service.get_case(deps, party, case_id)
 
 
 @router.post("/v1/cases/{case_id}/withdraw", tags=["cases"])
@@ -242,7 +238,7 @@ def withdraw(
     case_id: str, party: CurrentParty, deps: DepsDep, body: OptionalReason = None
 ) -> dict[str, Any]:
     service.withdraw(deps, party, case_id, body.reason if body else None)
-    return _case_state(deps, party, case_id)
+    return service.get_case(deps, party, case_id)
 
 
 @router.get("/v1/platform-records", tags=["public record"])
