@@ -105,3 +105,50 @@ def test_rate_limit_window_and_retry_after(database_url: str) -> None:
         hit(s, limit, "+84987654321", now=now)
         hit(s, limit, "+84912345678", now=now + 60)
     engine.dispose()
+
+
+def _sample(text: str, name: str, **labels: str) -> float:
+    """The value of one Prometheus sample in an exposition, 0 when absent."""
+    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        if line.startswith(name + "{"):
+            got = line[len(name) + 1 : line.rindex("} ")]
+            if ",".join(sorted(got.split(","))) == want:
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_metrics_count_requests_by_route_template_and_status(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    settings = ServiceSettings(kafka_bootstrap_servers=f"127.0.0.1:{free_port()}")  # type: ignore[call-arg]
+    app = create_service_app(
+        service="metrics-t",
+        title="t",
+        settings=settings,
+        engine=make_engine(f"sqlite:///{tmp_path}/m.db"),
+    )
+
+    @app.get("/items/{item_id}")
+    def item(item_id: int) -> dict[str, int]:
+        return {"id": item_id}
+
+    @app.get("/boom")
+    def boom() -> None:
+        raise RuntimeError("handler crashed")
+
+    with TestClient(app, raise_server_exceptions=False) as c:
+        assert c.get("/items/1").status_code == 200
+        assert c.get("/items/2").status_code == 200
+        assert c.get("/items/x").status_code == 422
+        assert c.get("/nowhere/at/all").status_code == 404
+        assert c.get("/boom").status_code == 500
+        text = c.get("/metrics").text
+    total = "odr_http_requests_total"
+    base = {"service": "metrics-t", "method": "GET"}
+    # One series per template, not per concrete path.
+    assert _sample(text, total, **base, route="/items/{item_id}", status="200") == 2
+    assert _sample(text, total, **base, route="/items/{item_id}", status="422") == 1
+    assert _sample(text, total, **base, route="unmatched", status="404") == 1
+    assert _sample(text, total, **base, route="/boom", status="500") == 1
+    assert "/items/1" not in text
+    count = "odr_http_request_duration_seconds_count"
+    assert _sample(text, count, **base, route="/items/{item_id}") == 3

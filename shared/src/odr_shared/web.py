@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse, Response
 from odr_shared.auth import TokenService
 from odr_shared.db import ping
 from odr_shared.kafka import broker_reachable
-from odr_shared.metrics import metrics_middleware, metrics_response
+from odr_shared.metrics import MetricsMiddleware, metrics_response
 from odr_shared.problems import document_problems, install_problem_handlers, problem_response
 from odr_shared.settings import ServiceSettings
 
@@ -29,7 +29,7 @@ def create_service_app(
     app.state.tokens = TokenService(settings)
     install_problem_handlers(app)
     document_problems(app)
-    app.middleware("http")(metrics_middleware(service))
+    app.add_middleware(MetricsMiddleware, service=service)
 
     @app.get("/healthz", tags=["ops"], summary="The process is alive")
     def healthz() -> dict[str, str]:
