@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from kafka import KafkaProducer
-from pydantic import BaseModel
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -75,7 +75,7 @@ def add_to_outbox(session: Session, topic: str, key: str, event: CloudEvent[Any]
 
 
 def add_many_to_outbox(
-    session: Session, topic: str, rows: list[tuple[str, CloudEvent[BaseModel]]]
+    session: Session, topic: str, rows: Sequence[tuple[str, CloudEvent[Any]]]
 ) -> None:
     if not rows:
         return

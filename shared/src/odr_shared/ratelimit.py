@@ -6,7 +6,7 @@ import math
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import Column, Integer, MetaData, String, Table, select, update
+from sqlalchemy import Column, Integer, MetaData, String, Table, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -26,6 +26,16 @@ def rate_limit_table(metadata: MetaData) -> Table:
 
 
 _T = rate_limit_table(MetaData())
+# Built once: hot paths (webhooks, one-time codes) count a hit per request or per group.
+_HITS = select(_T.c.hits).where(
+    _T.c.bucket == bindparam("b_bucket"), _T.c.window_start == bindparam("b_window")
+)
+_ADD = (
+    update(_T)
+    .where(_T.c.bucket == bindparam("b_bucket"), _T.c.window_start == bindparam("b_window"))
+    .values(hits=_T.c.hits + bindparam("b_n", type_=Integer))
+)
+_NEW = _T.insert()
 
 
 @dataclass(frozen=True)
@@ -40,23 +50,18 @@ def hit(session: Session, limit: Limit, key: str, now: float | None = None) -> N
     now = time.time() if now is None else now
     window = int(now // limit.window_s) * limit.window_s
     bucket = f"{limit.name}:{key}"
-    hits = session.execute(
-        select(_T.c.hits).where(_T.c.bucket == bucket, _T.c.window_start == window)
-    ).scalar_one_or_none()
+    where = {"b_bucket": bucket, "b_window": window}
+    hits = session.execute(_HITS, where).scalar_one_or_none()
     if hits is None:
         try:
             with session.begin_nested():
-                session.execute(_T.insert().values(bucket=bucket, window_start=window, hits=1))
+                session.execute(_NEW, {"bucket": bucket, "window_start": window, "hits": 1})
             return
         except IntegrityError:
             hits = 0
     if hits >= limit.max_hits:
         raise too_many(limit, now)
-    session.execute(
-        update(_T)
-        .where(_T.c.bucket == bucket, _T.c.window_start == window)
-        .values(hits=_T.c.hits + 1)
-    )
+    session.execute(_ADD, {**where, "b_n": 1})
 
 
 def too_many(limit: Limit, now: float | None = None) -> Problem:
@@ -85,24 +90,17 @@ def hit_many(session: Session, limit: Limit, key: str, count: int, now: float | 
     now = time.time() if now is None else now
     window = int(now // limit.window_s) * limit.window_s
     bucket = f"{limit.name}:{key}"
-    hits = session.execute(
-        select(_T.c.hits).where(_T.c.bucket == bucket, _T.c.window_start == window)
-    ).scalar_one_or_none()
+    where = {"b_bucket": bucket, "b_window": window}
+    hits = session.execute(_HITS, where).scalar_one_or_none()
     if hits is None:
         allowed = min(count, max(1, limit.max_hits))  # as `hit`: a new window takes one
         try:
             with session.begin_nested():
-                session.execute(
-                    _T.insert().values(bucket=bucket, window_start=window, hits=allowed)
-                )
+                session.execute(_NEW, {"bucket": bucket, "window_start": window, "hits": allowed})
             return allowed
         except IntegrityError:
             hits = 0
     allowed = max(0, min(count, limit.max_hits - hits))
     if allowed:
-        session.execute(
-            update(_T)
-            .where(_T.c.bucket == bucket, _T.c.window_start == window)
-            .values(hits=_T.c.hits + allowed)
-        )
+        session.execute(_ADD, {**where, "b_n": allowed})
     return allowed

@@ -78,6 +78,9 @@ class CloudEvent(BaseModel, Generic[PayloadT]):
         return self.model_dump_json(exclude_none=True).encode()
 
 
+_ENVELOPES: dict[type[BaseModel], Any] = {}
+
+
 def build_event(
     *,
     source: str,
@@ -90,8 +93,12 @@ def build_event(
 ) -> CloudEvent[PayloadT]:
     if (event_type, version) not in _REGISTRY:
         raise KeyError(f"no schema registered for {event_type} v{version}")
-    model: type[CloudEvent[PayloadT]] = CloudEvent[type(data)]  # type: ignore[misc,assignment]
-    return model(
+    model: Any = _ENVELOPES.get(type(data))
+    if model is None:
+        # Parametrising the generic costs as much as validating the event; do it once per type.
+        model = CloudEvent[type(data)]  # type: ignore[misc]
+        _ENVELOPES[type(data)] = model
+    event: CloudEvent[PayloadT] = model(
         id=event_id or str(uuid.uuid4()),
         source=source,
         type=event_type,
@@ -100,6 +107,7 @@ def build_event(
         dataschema=schema_urn(event_type, version),
         data=data,
     )
+    return event
 
 
 def parse_event(raw: bytes | str | dict[str, Any]) -> CloudEvent[BaseModel]:
