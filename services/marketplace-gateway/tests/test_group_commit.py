@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import uuid
 from concurrent.futures import Future
+from dataclasses import replace
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from gateway.ingest import Ingestor, Pending, Receipt
-from gateway.models import InboundDelivery
+from gateway.models import InboundDelivery, InboundEvent
 from gateway.platforms import register_platform
 from gateway.settings import GatewaySettings
 from odr_shared.crypto import DataCipher
@@ -101,21 +102,42 @@ def test_a_bad_item_fails_alone_twins_answer_as_duplicates_and_the_rate_limit_co
         assert pending_count(s) == 1
 
 
-def test_a_group_stores_each_delivery_with_its_own_event_and_answer(ingestor) -> None:
+@pytest.mark.parametrize("keyless", [False, True], ids=["keyed", "one-keyless"])
+def test_a_group_stores_each_delivery_with_its_own_event_and_answer(ingestor, keyless) -> None:
+    """Each answer, stored row, seen-event row and published event name the same delivery.
+
+    Keyed groups insert their rows in one statement and match ids back by delivery key; a
+    group with a keyless delivery takes the ordered insert. Either way nothing is crossed.
+    """
     ing, platform_id, secret = ingestor
     ing.limit = type(ing.limit)("webhooks", 100, 60)
+    msg_ids = [f"msg_{uuid.uuid4().hex}" for _ in range(5)]
     pendings = [
-        _pending(ing, platform_id, secret, sample_order(f"GRP-A{i}"), f"msg_{uuid.uuid4().hex}")
-        for i in range(3)
+        _pending(ing, platform_id, secret, sample_order(f"GRP-A{i}"), msg_ids[i]) for i in range(5)
     ]
+    if keyless:
+        pendings[2] = replace(pendings[2], mapping=replace(pendings[2].mapping, delivery_key=""))
     receipts = [f.result() for f in _commit(ing, pendings)]
-    assert [r.status for r in receipts] == ["accepted"] * 3
-    assert len({r.delivery_id for r in receipts}) == 3
+    assert [r.status for r in receipts] == ["accepted"] * 5
+    assert len({r.delivery_id for r in receipts}) == 5
     with ing.factory() as s:
-        for r, i in zip(receipts, range(3), strict=True):
+        for i, r in enumerate(receipts):
             row = s.get(InboundDelivery, r.delivery_id)
             assert row is not None
+            assert row.delivery_key == (None if keyless and i == 2 else msg_ids[i])
             assert row.order_id == f"{platform_id}:GRP-A{i}"
+            assert row.status == "accepted"
             assert row.event_id == r.event_ids[0]
             assert row.summary == {"accepted": 1}
-        assert pending_count(s) == 3
+            seen = s.execute(
+                select(InboundEvent).where(InboundEvent.event_id == r.event_ids[0])
+            ).scalar_one()
+            assert (seen.delivery_id, seen.order_id) == (r.delivery_id, row.order_id)
+            payload = s.execute(
+                text("SELECT payload FROM outbox_messages WHERE event_id = :e"),
+                {"e": r.event_ids[0]},
+            ).scalar_one()
+            data = json.loads(bytes(payload))["data"]
+            assert data["delivery_id"] == str(r.delivery_id)
+            assert data["order_code"] == f"GRP-A{i}"
+        assert pending_count(s) == 5

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from fastapi import FastAPI
 from sqlalchemy.engine import Engine
 from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp
 
 from odr_shared.auth import TokenService
 from odr_shared.db import ping
@@ -21,14 +23,25 @@ log = logging.getLogger(__name__)
 
 
 def create_service_app(
-    *, service: str, title: str, settings: ServiceSettings, engine: Engine, **kwargs: Any
+    *,
+    service: str,
+    title: str,
+    settings: ServiceSettings,
+    engine: Engine,
+    hot_paths: Sequence[Callable[[ASGIApp], ASGIApp]] = (),
+    **kwargs: Any,
 ) -> FastAPI:
+    """The app with problem+json, metrics and health; `hot_paths` are ASGI middlewares that
+    serve a route before FastAPI's routing (inside the metrics middleware, so still counted)."""
     app = FastAPI(title=title, version="0.1.0", **kwargs)
     app.state.settings = settings
     app.state.engine = engine
     app.state.tokens = TokenService(settings)
     install_problem_handlers(app)
     document_problems(app)
+    for hot_path in hot_paths:
+        app.add_middleware(hot_path)
+    # Added last, so outermost: it also times what a hot path serves.
     app.add_middleware(MetricsMiddleware, service=service)
 
     @app.get("/healthz", tags=["ops"], summary="The process is alive")

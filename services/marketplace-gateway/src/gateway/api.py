@@ -301,7 +301,8 @@ async def _read_body(request: Request, platform_id: str, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _ack(receipt_status: int, doc: dict[str, Any]) -> Response:
+def ack_response(receipt_status: int, doc: dict[str, Any]) -> Response:
+    """The answer to a stored delivery (also the fast path's, `gateway.fastpath`)."""
     if receipt_status == 202:
         return JSONResponse(doc, status_code=202)
     # Marketplaces want a bare 2xx: Shopee an empty body, Lazada and TikTok just fast.
@@ -332,7 +333,7 @@ async def webhook(platform_id: str, request: Request) -> Response:
     if pending is None:
         pending = await run_in_threadpool(ingestor.prepare, platform_id, headers, body)
     receipt = await asyncio.wrap_future(ingestor.writer.submit(pending))
-    return _ack(receipt.http_status, receipt.as_json())
+    return ack_response(receipt.http_status, receipt.as_json())
 
 
 @router.post(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from gateway.api import router
+from gateway.fastpath import WebhookFastPath
 from gateway.ingest import Ingestor
 from gateway.settings import GatewaySettings, get_settings
 from odr_shared.crypto import DataCipher
@@ -22,6 +23,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         title="ODR marketplace gateway",
         settings=settings,
         engine=engine,
+        hot_paths=[WebhookFastPath],
         description="Platforms, signed order-event webhooks in, case webhooks out.",
     )
     app.state.sessions = make_session_factory(engine)

@@ -6,6 +6,7 @@ import json
 import logging
 import threading
 import time
+import uuid
 from collections import Counter, deque
 from collections.abc import Mapping as MappingABC
 from concurrent.futures import Future
@@ -14,7 +15,6 @@ from datetime import datetime
 from typing import Any, NoReturn
 
 from sqlalchemy import Table, bindparam, insert, select
-from sqlalchemy import update as sa_update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -51,6 +51,30 @@ log = logging.getLogger(__name__)
 _DELIVERIES: Table = InboundDelivery.__table__  # type: ignore[assignment]
 _EVENTS: Table = InboundEvent.__table__  # type: ignore[assignment]
 _SNAPSHOTS: Table = OrderSnapshot.__table__  # type: ignore[assignment]
+# Built once: constructing a statement costs about as much as running it on SQLite.
+_SEEN_DELIVERIES = select(
+    _DELIVERIES.c.id,
+    _DELIVERIES.c.delivery_key,
+    _DELIVERIES.c.status,
+    _DELIVERIES.c.event_id,
+    _DELIVERIES.c.summary,
+).where(
+    _DELIVERIES.c.platform_id == bindparam("platform_id"),
+    _DELIVERIES.c.delivery_key.in_(bindparam("keys", expanding=True)),
+)
+_SEEN_EVENTS = select(_EVENTS.c.event_key).where(
+    _EVENTS.c.platform_id == bindparam("platform_id"),
+    _EVENTS.c.event_key.in_(bindparam("keys", expanding=True)),
+)
+# SQLite cannot return a multi-row INSERT's generated ids in parameter order, so SQLAlchemy
+# runs an ordered RETURNING one row at a time there; returning each row's unique delivery key
+# with its id lets the rows go in one statement, matched back by key.
+_INSERT_DELIVERIES_BY_KEY = insert(_DELIVERIES).returning(
+    _DELIVERIES.c.id, _DELIVERIES.c.delivery_key
+)
+_INSERT_DELIVERIES_ORDERED = insert(_DELIVERIES).returning(
+    _DELIVERIES.c.id, sort_by_parameter_order=True
+)
 
 SOURCE = "odr/marketplace-gateway"
 # Headers worth keeping with a delivery for inspection and replay; signatures and credentials
@@ -518,15 +542,12 @@ class Ingestor:
         now: datetime,
     ) -> None:
         keys = [k for i in idxs if (k := pendings[i].mapping.delivery_key)]
-        existing: dict[str, InboundDelivery] = {}
+        existing: dict[str, Any] = {}
         for chunk in _chunks(keys, 500):
             for found in session.execute(
-                select(InboundDelivery).where(
-                    InboundDelivery.platform_id == platform_id,
-                    InboundDelivery.delivery_key.in_(chunk),
-                )
-            ).scalars():
-                existing[found.delivery_key or ""] = found
+                _SEEN_DELIVERIES, {"platform_id": platform_id, "keys": chunk}
+            ):
+                existing[found.delivery_key] = found
         fresh: list[int] = []
         for i in idxs:
             p = pendings[i]
@@ -545,98 +566,66 @@ class Ingestor:
             )
         if not fresh:
             return
-        ids = list(
-            session.execute(
-                # Core, not the ORM bulk path: one multi-row INSERT ... RETURNING without
-                # per-row ORM bookkeeping (the profile's biggest share of the store).
-                insert(_DELIVERIES).returning(_DELIVERIES.c.id, sort_by_parameter_order=True),
-                [
-                    {
-                        "platform_id": platform_id,
-                        "delivery_key": pendings[i].mapping.delivery_key or None,
-                        "source": pendings[i].source,
-                        "status": "accepted",
-                        "http_status": pendings[i].ack_status,
-                        "headers": pendings[i].headers,
-                        "body_enc": self.cipher.encrypt_bytes(pendings[i].body),
-                        "body_size": len(pendings[i].body),
-                        "replay_of": None,
-                        "received_at": now,
-                    }
-                    for i in fresh
-                ],
-            ).scalars()
-        )
+        # Merge first (the group's index stands for each delivery), so every delivery row is
+        # inserted once with its final status, and events are built once its id is known.
         entries: list[tuple[OrderUpdate, int, str]] = []
-        for i, delivery_id in zip(fresh, ids, strict=True):
+        for i in fresh:
             p = pendings[i]
             if p.mapping.ignored is None:
                 entries.extend(
-                    (u, delivery_id, p.field_prefix.format(i=j))
-                    for j, u in enumerate(p.mapping.updates)
+                    (u, i, p.field_prefix.format(i=j)) for j, u in enumerate(p.mapping.updates)
                 )
-        per_delivery, tagged = self._apply_updates(
-            session, platform_id, kind, notify, entries, now, strict=strict
-        )
-        add_many_to_outbox(session, ORDERS_TOPIC, [(oid, ev) for oid, ev, _d in tagged])  # type: ignore[misc]
+        per_ref, merged = self._merge_updates(session, platform_id, entries, now, strict=strict)
         event_ids: dict[int, list[str]] = {}
-        for _oid, ev, delivery_id in tagged:
-            event_ids.setdefault(delivery_id, []).append(ev.id)
-        changes: list[dict[str, Any]] = []
-        for i, delivery_id in zip(fresh, ids, strict=True):
+        for m in merged:
+            if m.event_id is not None:
+                event_ids.setdefault(m.ref, []).append(m.event_id)
+        rows: list[dict[str, Any]] = []
+        outcomes: list[tuple[str, dict[str, int] | None]] = []
+        for i in fresh:
             p = pendings[i]
+            row = {
+                "platform_id": platform_id,
+                "delivery_key": p.mapping.delivery_key or None,
+                "source": p.source,
+                "http_status": p.ack_status,
+                "headers": p.headers,
+                "body_enc": self.cipher.encrypt_bytes(p.body),
+                "body_size": len(p.body),
+                "replay_of": None,
+                "received_at": now,
+            }
             if p.mapping.ignored is not None:
-                changes.append(
-                    {
-                        "id": delivery_id,
-                        "status": "ignored",
-                        "error": p.mapping.ignored,
-                        "summary": None,
-                        "order_id": None,
-                        "event_id": None,
-                    }
-                )
-                out[i] = Receipt(p.ack_status, delivery_id, "ignored", duplicate=False)
-                continue
-            counts = per_delivery.get(delivery_id, Counter())
-            status = next(
-                (s for s in ("accepted", "held", "stale", "duplicate") if counts.get(s)),
-                "accepted",
-            )
-            evs = event_ids.get(delivery_id, [])
-            updates = p.mapping.updates
-            changes.append(
-                {
-                    "id": delivery_id,
-                    "status": status,
-                    "error": None,
-                    "summary": dict(counts),
-                    "order_id": order_id(platform_id, updates[0].order_code)
+                status, summary = "ignored", None
+                row.update(status=status, error=p.mapping.ignored, summary=None)
+                row.update(order_id=None, event_id=None)
+            else:
+                counts = per_ref.get(i, Counter())
+                status = _delivery_status(counts)
+                summary = dict(counts)
+                updates = p.mapping.updates
+                evs = event_ids.get(i, [])
+                row.update(status=status, error=None, summary=summary)
+                row.update(
+                    order_id=order_id(platform_id, updates[0].order_code)
                     if len(updates) == 1
                     else None,
-                    "event_id": evs[0] if evs else None,
-                }
-            )
+                    event_id=evs[0] if evs else None,
+                )
+            rows.append(row)
+            outcomes.append((status, summary))
+        ids = _insert_deliveries(session, rows)
+        delivery_ids = dict(zip(fresh, ids, strict=True))
+        self._record_events(session, platform_id, kind, notify, merged, delivery_ids, now)
+        for i, delivery_id, (status, summary) in zip(fresh, ids, outcomes, strict=True):
             out[i] = Receipt(
-                p.ack_status,
+                pendings[i].ack_status,
                 delivery_id,
                 status,
                 duplicate=status == "duplicate",
-                event_ids=evs,
-                summary=dict(counts),
+                event_ids=event_ids.get(i, []),
+                summary=dict(summary or {}),
             )
-        session.execute(
-            sa_update(_DELIVERIES)
-            .where(_DELIVERIES.c.id == bindparam("b_id"))
-            .values(
-                status=bindparam("b_status"),
-                error=bindparam("b_error"),
-                summary=bindparam("b_summary", type_=_DELIVERIES.c.summary.type),
-                order_id=bindparam("b_order_id"),
-                event_id=bindparam("b_event_id"),
-            ),
-            [{f"b_{k}": v for k, v in change.items()} for change in changes],
-        )
 
     # -- storing -----------------------------------------------------------------------------
 
@@ -740,65 +729,54 @@ class Ingestor:
             row.status = "ignored"
             row.error = mapping.ignored
             return Receipt(ack_status, row.id, "ignored", duplicate=False)
-        per_delivery, tagged = self._apply_updates(
+        per_ref, merged = self._merge_updates(
             session,
             platform_id,
-            kind,
-            notify,
             [(u, row.id, field_prefix.format(i=i)) for i, u in enumerate(mapping.updates)],
             now,
             strict=strict,
         )
-        counts = per_delivery.get(row.id, Counter())
-        events = [(oid, event) for oid, event, _d in tagged]
-        add_many_to_outbox(session, ORDERS_TOPIC, list(events))  # type: ignore[arg-type]
-        for status in ("accepted", "held", "stale", "duplicate"):
-            if counts.get(status):
-                row.status = status
-                break
+        self._record_events(session, platform_id, kind, notify, merged, {row.id: row.id}, now)
+        counts = per_ref.get(row.id, Counter())
+        event_ids = [m.event_id for m in merged if m.event_id is not None]
+        row.status = _delivery_status(counts)
         row.summary = dict(counts)
         if len(mapping.updates) == 1:
             row.order_id = order_id(platform_id, mapping.updates[0].order_code)
-        if events:
-            row.event_id = events[0][1].id
+        if event_ids:
+            row.event_id = event_ids[0]
         return Receipt(
             ack_status,
             row.id,
             row.status,
             duplicate=row.status == "duplicate",
-            event_ids=[e.id for _k, e in events],
+            event_ids=event_ids,
             summary=dict(counts),
         )
 
-    def _apply_updates(
+    def _merge_updates(
         self,
         session: Session,
         platform_id: str,
-        kind: str,
-        notify: bool,
         entries: list[tuple[OrderUpdate, int, str]],
         now: datetime,
         *,
         strict: bool,
-    ) -> tuple[dict[int, Counter[str]], list[tuple[str, CloudEvent[OrderStatusChangedV1], int]]]:
-        """Dedup by marketplace event, merge each update into the order snapshot, build events.
+    ) -> tuple[dict[int, Counter[str]], list[_Merged]]:
+        """Dedup by marketplace event, merge each update into its order snapshot, save snapshots.
 
-        `entries` are (update, its delivery's id, the field prefix naming it in that delivery),
-        in arrival order, from one delivery or from a group of them. Set-based (one SELECT for
-        seen events, one for snapshots, bulk inserts) so a thousand events are one short
-        transaction. Returns the counts per delivery and (order id, event, delivery id).
+        `entries` are (update, a reference to its delivery, the field prefix naming it in that
+        delivery), in arrival order, from one delivery or from a group of them. Set-based (one
+        SELECT for seen events, one for snapshots, bulk inserts) so a thousand events are one
+        short transaction. Needs no delivery id: returns the counts per reference and every
+        update that was not a duplicate, with an event id drawn for each one to publish.
         """
         updates = [u for u, _d, _p in entries]
         keys = list({u.event_key for u in updates})
         seen: set[str] = set()
         for chunk in _chunks(keys, 500):
             seen.update(
-                session.execute(
-                    select(InboundEvent.event_key).where(
-                        InboundEvent.platform_id == platform_id,
-                        InboundEvent.event_key.in_(chunk),
-                    )
-                ).scalars()
+                session.execute(_SEEN_EVENTS, {"platform_id": platform_id, "keys": chunk}).scalars()
             )
         oids = list({order_id(platform_id, u.order_code) for u in updates})
         snapshots: dict[str, OrderSnapshot] = {}
@@ -812,18 +790,17 @@ class Ingestor:
         known: dict[str, KnownOrder] = {oid: self._known(snap) for oid, snap in snapshots.items()}
         changed: set[str] = set()
         buyer_changed: set[str] = set()
-        per_delivery: dict[int, Counter[str]] = {}
-        events: list[tuple[str, CloudEvent[OrderStatusChangedV1], int]] = []
-        seen_rows: list[dict[str, Any]] = []
-        for update, delivery_id, prefix in entries:
-            counts = per_delivery.setdefault(delivery_id, Counter())
+        per_ref: dict[int, Counter[str]] = {}
+        merged: list[_Merged] = []
+        for update, ref, prefix in entries:
+            counts = per_ref.setdefault(ref, Counter())
             if update.event_key in seen:
                 counts["duplicate"] += 1
                 continue
             seen.add(update.event_key)
             oid = order_id(platform_id, update.order_code)
             result = merge(known.get(oid), update)
-            event_id: str | None = None
+            publish: KnownOrder | None = None
             if result.stale:
                 counts["stale"] += 1
             elif not result.order.complete:
@@ -839,26 +816,21 @@ class Ingestor:
                     )
                 counts["held"] += 1
             else:
-                event = self._event(platform_id, kind, notify, oid, result.order, delivery_id)
-                events.append((oid, event, delivery_id))
-                event_id = event.id
+                publish = result.order
                 counts["accepted"] += 1
+            merged.append(
+                _Merged(
+                    update.event_key,
+                    ref,
+                    oid,
+                    publish,
+                    str(uuid.uuid4()) if publish is not None else None,
+                )
+            )
             known[oid] = result.order
             changed.add(oid)
             if update.buyer is not None:
                 buyer_changed.add(oid)
-            seen_rows.append(
-                {
-                    "platform_id": platform_id,
-                    "event_key": update.event_key,
-                    "delivery_id": delivery_id,
-                    "order_id": oid,
-                    "event_id": event_id,
-                    "received_at": now,
-                }
-            )
-        if seen_rows:
-            session.execute(insert(_EVENTS), seen_rows)
         new_rows: list[dict[str, Any]] = []
         for oid in changed:
             existing = snapshots.get(oid)
@@ -873,7 +845,49 @@ class Ingestor:
                     setattr(existing, name, value)
         if new_rows:
             session.execute(insert(_SNAPSHOTS), new_rows)
-        return per_delivery, events
+        return per_ref, merged
+
+    def _record_events(
+        self,
+        session: Session,
+        platform_id: str,
+        kind: str,
+        notify: bool,
+        merged: list[_Merged],
+        delivery_ids: MappingABC[int, int],
+        now: datetime,
+    ) -> None:
+        """The marketplace events seen (the dedup keys) and the order events to publish."""
+        if not merged:
+            return
+        session.execute(
+            insert(_EVENTS),
+            [
+                {
+                    "platform_id": platform_id,
+                    "event_key": m.event_key,
+                    "delivery_id": delivery_ids[m.ref],
+                    "order_id": m.oid,
+                    "event_id": m.event_id,
+                    "received_at": now,
+                }
+                for m in merged
+            ],
+        )
+        add_many_to_outbox(
+            session,
+            ORDERS_TOPIC,
+            [
+                (
+                    m.oid,
+                    self._event(
+                        platform_id, kind, notify, m.oid, m.publish, delivery_ids[m.ref], m.event_id
+                    ),
+                )
+                for m in merged
+                if m.publish is not None and m.event_id is not None
+            ],
+        )
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -923,6 +937,7 @@ class Ingestor:
         oid: str,
         order: KnownOrder,
         delivery_id: int,
+        event_id: str,
     ) -> CloudEvent[OrderStatusChangedV1]:
         assert order.buyer is not None
         assert order.seller is not None
@@ -931,6 +946,7 @@ class Ingestor:
             source=SOURCE,
             event_type="order.status_changed",
             subject=oid,
+            event_id=event_id,
             data=OrderStatusChangedV1(
                 order_id=oid,
                 platform_id=platform_id,
@@ -1001,6 +1017,34 @@ class GroupWriter:
                 for _p, fut in group:
                     if not fut.done():
                         fut.set_exception(exc)
+
+
+@dataclass(frozen=True)
+class _Merged:
+    """An order update merged into its snapshot: `publish` is the order when it is published."""
+
+    event_key: str
+    ref: int  # its delivery: the index in a group, or the delivery's id
+    oid: str
+    publish: KnownOrder | None
+    event_id: str | None
+
+
+def _delivery_status(counts: MappingABC[str, int]) -> str:
+    """A delivery's status from its updates' outcomes: the most consequential one present."""
+    return next(
+        (s for s in ("accepted", "held", "stale", "duplicate") if counts.get(s)), "accepted"
+    )
+
+
+def _insert_deliveries(session: Session, rows: list[dict[str, Any]]) -> list[int]:
+    """Insert delivery rows in one statement; their ids in the rows' order."""
+    keys = [row["delivery_key"] for row in rows]
+    if all(keys):
+        # Keys are unique here: commit_group stores later copies of a key after the first.
+        ids = dict((key, id_) for id_, key in session.execute(_INSERT_DELIVERIES_BY_KEY, rows))
+        return [ids[key] for key in keys]
+    return list(session.execute(_INSERT_DELIVERIES_ORDERED, rows).scalars())
 
 
 def _chunks(values: list[str], size: int) -> list[list[str]]:

@@ -1,0 +1,111 @@
+"""The hot path for single webhooks: verified, mapped and stored without FastAPI's routing layers.
+
+A marketplace at peak sends thousands of single-event webhooks a second. FastAPI's layers
+(routing over every route, dependency solving, request and response objects, the exception
+middleware) cost a webhook as much CPU as the verification, mapping and storing it exists for.
+This ASGI middleware serves exactly one case itself: `POST /v1/webhooks/{platform_id}` with a
+declared body size under the limit, for a platform whose settings are cached, when the delivery
+verifies and maps. It then does what the route does (`Ingestor.prepare_cached`, the group
+writer) and answers what the route answers. Everything else (an uncached platform, a bad
+signature or body that must be recorded, oversize or chunked bodies, the batch endpoint, every
+other route) goes on to the documented FastAPI route with the body handed over unchanged, so
+refusals keep a single code path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.api import ack_response
+from gateway.ingest import Ingestor
+from odr_shared.problems import Problem, problem_response
+
+WEBHOOK_ROUTE = "/v1/webhooks/{platform_id}"
+_WEBHOOK_PATH = re.compile(r"/v1/webhooks/([^/]+)")
+
+
+class WebhookFastPath:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._route: Any = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        match = _WEBHOOK_PATH.fullmatch(scope["path"])
+        if match is None:
+            await self.app(scope, receive, send)
+            return
+        state = scope["app"].state
+        ingestor: Ingestor = state.ingestor
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        declared = headers.get("content-length", "")
+        if not declared.isdigit() or int(declared) > state.settings.max_body_bytes:
+            # Chunked or oversize: the route reads it under the limit and records the refusal.
+            await self.app(scope, receive, send)
+            return
+        body, complete = await _read(receive, int(declared))
+        pending = ingestor.prepare_cached(match.group(1), headers, body) if complete else None
+        if pending is None:
+            await self.app(scope, _replaying(body, complete, receive), send)
+            return
+        # The metrics middleware labels this request with the route's template, as if routed.
+        scope["route"] = self._route or self._find_route(scope)
+        try:
+            receipt = await asyncio.wrap_future(ingestor.writer.submit(pending))
+        except Problem as exc:
+            await problem_response(
+                exc.status,
+                exc.title,
+                exc.detail,
+                instance=scope["path"],
+                type_=exc.type,
+                headers=exc.headers,
+                **exc.extensions,
+            )(scope, receive, send)
+            return
+        await ack_response(receipt.http_status, receipt.as_json())(scope, receive, send)
+
+    def _find_route(self, scope: Scope) -> Any:
+        for route in scope["app"].routes:
+            if getattr(route, "path", None) == WEBHOOK_ROUTE and "POST" in getattr(
+                route, "methods", ()
+            ):
+                self._route = route
+        return self._route
+
+
+async def _read(receive: Receive, declared: int) -> tuple[bytes, bool]:
+    """The body as sent; `complete` is False if the client left or sent more than it declared."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b"".join(chunks), False
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        chunks.append(chunk)
+        if size > declared:
+            return b"".join(chunks), False
+        if not message.get("more_body", False):
+            return b"".join(chunks), True
+
+
+def _replaying(body: bytes, complete: bool, receive: Receive) -> Receive:
+    """A receive that hands the route the body already read, then the rest of the stream."""
+    handed = False
+
+    async def replay() -> Message:
+        nonlocal handed
+        if not handed:
+            handed = True
+            return {"type": "http.request", "body": body, "more_body": not complete}
+        return await receive()
+
+    return replay

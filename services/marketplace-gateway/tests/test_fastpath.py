@@ -1,0 +1,127 @@
+"""The single-webhook hot path: the route's answers, and everything else handed to the route."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from odr_shared.testing import sample_order, standard_webhook_headers
+
+
+def _body(order_code: str) -> bytes:
+    doc = {
+        "type": "order.updated",
+        "timestamp": "2026-11-20T03:00:00Z",
+        "data": sample_order(order_code),
+    }
+    return json.dumps(doc, ensure_ascii=False).encode()
+
+
+def _code() -> str:
+    return f"FP{uuid.uuid4().hex[:8].upper()}"
+
+
+def _post(client: Any, platform: dict[str, Any], body: bytes, **kw: Any) -> Any:
+    headers = standard_webhook_headers(platform["webhook_secret"], body, **kw)
+    return client.post(f"/v1/webhooks/{platform['platform_id']}", content=body, headers=headers)
+
+
+@pytest.fixture
+def route_calls(client: Any, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Platform ids the FastAPI route prepared (the fast path never calls `prepare`)."""
+    ingestor = client.app.state.ingestor
+    real = ingestor.prepare
+    calls: list[str] = []
+
+    def counting(platform_id: str, *args: Any, **kwargs: Any) -> Any:
+        calls.append(platform_id)
+        return real(platform_id, *args, **kwargs)
+
+    monkeypatch.setattr(ingestor, "prepare", counting)
+    return calls
+
+
+def test_a_cached_platform_is_served_by_the_fast_path_with_the_routes_answer(
+    gw: Any, route_calls: list[str]
+) -> None:
+    p = gw.register()
+    first = _post(gw.client, p, _body(_code()))  # not cached yet: the route, which caches it
+    assert route_calls == [p["platform_id"]]
+    body = _body(_code())
+    second = _post(gw.client, p, body, msg_id="msg_fast_1")
+    again = _post(gw.client, p, body, msg_id="msg_fast_1")
+    assert route_calls == [p["platform_id"]], "cached platform went through the route"
+    for r in (first, second, again):
+        assert r.status_code == 202, r.text
+        assert r.headers["content-type"] == "application/json"
+    assert set(second.json()) == set(first.json())
+    assert second.json()["status"] == "accepted"
+    assert second.json()["duplicate"] is False
+    assert again.json()["duplicate"] is True
+    assert again.json()["delivery_id"] == second.json()["delivery_id"]
+    events = gw.outbox()
+    assert len(events) == 2
+    assert events[1]["event"]["id"] == second.json()["event_id"]
+    assert events[1]["event"]["data"]["delivery_id"] == str(second.json()["delivery_id"])
+    metrics = gw.client.get("/metrics").text
+    assert 'route="/v1/webhooks/{platform_id}"' in metrics
+    assert f"/v1/webhooks/{p['platform_id']}" not in metrics
+
+
+def test_refusals_reach_the_route_with_the_body_intact_and_are_kept(
+    gw: Any, route_calls: list[str]
+) -> None:
+    p = gw.register()
+    assert _post(gw.client, p, _body(_code())).status_code == 202  # now cached
+    body = _body(_code())
+    forged = standard_webhook_headers("whsec_" + "A" * 44, body)
+    r = gw.client.post(f"/v1/webhooks/{p['platform_id']}", content=body, headers=forged)
+    assert r.status_code == 401
+    assert r.headers["content-type"] == "application/problem+json"
+    malformed = b'{"type": "order.updated", "data": {"order_code": 5'
+    r = _post(gw.client, p, malformed)
+    assert r.status_code in (400, 422)
+    assert r.headers["content-type"] == "application/problem+json"
+    assert route_calls == [p["platform_id"]] * 3
+    rejected = gw.inbound(p["platform_id"], status="rejected")
+    # The route stored exactly the bytes the fast path had read before handing them over.
+    assert sorted(d["body_size"] for d in rejected) == sorted([len(body), len(malformed)])
+    assert len(gw.outbox()) == 1
+
+
+def test_chunked_and_oversize_bodies_are_left_to_the_route(gw: Any, make_client: Any) -> None:
+    p = gw.register()
+    assert _post(gw.client, p, _body(_code())).status_code == 202
+    body = _body(_code())
+    headers = standard_webhook_headers(p["webhook_secret"], body)
+
+    def chunks() -> Iterator[bytes]:
+        yield body[:40]
+        yield body[40:]
+
+    r = gw.client.post(f"/v1/webhooks/{p['platform_id']}", content=chunks(), headers=headers)
+    assert r.status_code == 202, r.text
+    assert r.json()["status"] == "accepted"
+    small = make_client(max_body_bytes=64)
+    r = _post(small, p, _body(_code()))
+    assert r.status_code == 413
+    assert r.headers["content-type"] == "application/problem+json"
+
+
+def test_a_rate_limited_delivery_gets_the_same_problem_from_the_fast_path(
+    gw: Any, make_client: Any
+) -> None:
+    p = gw.register()
+    limited = make_client(webhook_rate_limit=2)
+    answers = [_post(limited, p, _body(_code())) for _ in range(3)]
+    assert [a.status_code for a in answers] == [202, 202, 429]
+    problem = answers[2].json()
+    assert answers[2].headers["content-type"] == "application/problem+json"
+    assert int(answers[2].headers["retry-after"]) >= 1
+    assert problem["status"] == 429
+    assert problem["instance"] == f"/v1/webhooks/{p['platform_id']}"
+    assert "rate limit webhooks" in problem["detail"]
