@@ -182,8 +182,30 @@ def _count(engine, table: str) -> int:  # type: ignore[no-untyped-def]
         return int(c.execute(select(func.count()).select_from(text(table))).scalar_one())
 
 
+# Runs consumer_proc.py with a gate after a batch's effects are committed and before its offsets
+# are: the one crash that re-delivers events already applied.
+GATE_AFTER_EFFECTS_COMMIT = """
+import sys, time
+from pathlib import Path
+sys.path.insert(0, sys.argv.pop(1))
+gate_after, gate_file = int(sys.argv.pop(1)), Path(sys.argv.pop(1))
+import consumer_proc
+from odr_shared.kafka import EventConsumer
+apply_batch = EventConsumer.process_batch
+def gated(self, records):
+    apply_batch(self, records)
+    if self.stats.applied >= gate_after:
+        gate_file.write_text("gated")
+        while True:
+            time.sleep(1)
+EventConsumer.process_batch = gated
+consumer_proc.main()
+"""
+
+
+@pytest.mark.parametrize("kill_at", ["in_handler", "after_effects_commit"])
 def test_consumer_killed_mid_batch_applies_each_event_exactly_once(
-    broker: TansuBroker, database_url: str, tmp_path: Path
+    broker: TansuBroker, database_url: str, tmp_path: Path, kill_at: str
 ) -> None:
     n = 1500
     topic = f"t.crash.{uuid.uuid4().hex[:6]}"
@@ -199,9 +221,7 @@ def test_consumer_killed_mid_batch_applies_each_event_exactly_once(
     producer.close()
 
     gate = tmp_path / "gate"
-    args = [
-        sys.executable,
-        str(HERE / "consumer_proc.py"),
+    proc_args = [
         "--db",
         database_url,
         "--bootstrap",
@@ -211,21 +231,32 @@ def test_consumer_killed_mid_batch_applies_each_event_exactly_once(
         "--group",
         "crash-group",
     ]
-    first = subprocess.Popen(
-        [*args, "--gate-after", "530", "--gate-file", str(gate), "--stats-file", "/dev/null"]
-    )
+    args = [sys.executable, str(HERE / "consumer_proc.py"), *proc_args]
+    if kill_at == "in_handler":
+        # Blocks in the handler of the 531st event: its batch's transaction is open.
+        gated = [*args, "--gate-after", "530", "--gate-file", str(gate)]
+    else:
+        gated = [sys.executable, "-c", GATE_AFTER_EFFECTS_COMMIT, str(HERE), "530", str(gate)]
+        gated += proc_args
+    first = subprocess.Popen([*gated, "--stats-file", "/dev/null"])
     try:
         deadline = time.monotonic() + 120
         while not gate.exists() and time.monotonic() < deadline:
             time.sleep(0.1)
         assert gate.exists(), "consumer never reached the gate"
-        first.send_signal(signal.SIGKILL)  # mid-batch: 530 effects committed, offsets not all
+        first.send_signal(signal.SIGKILL)
         first.wait(timeout=10)
     finally:
         if first.poll() is None:
             first.kill()
     engine = make_engine(database_url)
-    assert _count(engine, "effects") == 530
+    committed = _count(engine, "effects")
+    # Whole batches only: each effect with its inbox row, nothing of the batch in flight.
+    assert _count(engine, "inbox_events") == committed
+    if kill_at == "in_handler":
+        assert 0 < committed <= 530
+    else:
+        assert committed >= 530
 
     second = subprocess.Popen([*args, "--stats-file", str(tmp_path / "s2.json")])
     try:
@@ -241,7 +272,8 @@ def test_consumer_killed_mid_batch_applies_each_event_exactly_once(
     with engine.connect() as c:
         distinct = c.execute(text("SELECT COUNT(DISTINCT event_id) FROM effects")).scalar_one()
     assert distinct == n
-    # The restarted consumer really was handed events it had already applied.
-    assert stats["duplicates"] > 0
-    assert stats["applied"] == n - 530
+    assert stats["applied"] == n - committed
+    if kill_at == "after_effects_commit":
+        # The restarted consumer really was handed events it had already applied.
+        assert stats["duplicates"] > 0
     engine.dispose()

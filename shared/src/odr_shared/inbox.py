@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+
 from sqlalchemy import Column, MetaData, String, Table, insert, select
 from sqlalchemy.orm import Session
 
@@ -41,4 +43,44 @@ def mark_processed(session: Session, group: str, event_id: str, event_type: str)
         insert(_INBOX).values(
             consumer_group=group, event_id=event_id, event_type=event_type, processed_at=utcnow()
         )
+    )
+
+
+# Well under every backend's bound-parameter limit (SQLite's is 32766 since 3.32, 999 before).
+_IN_CHUNK = 500
+
+
+def processed_among(session: Session, group: str, event_ids: Iterable[str]) -> set[str]:
+    """The ids among `event_ids` this group has already applied."""
+    ids = list(dict.fromkeys(event_ids))
+    found: set[str] = set()
+    for i in range(0, len(ids), _IN_CHUNK):
+        found.update(
+            session.execute(
+                select(_INBOX.c.event_id).where(
+                    _INBOX.c.consumer_group == group,
+                    _INBOX.c.event_id.in_(ids[i : i + _IN_CHUNK]),
+                )
+            ).scalars()
+        )
+    return found
+
+
+def mark_many_processed(session: Session, group: str, events: Sequence[tuple[str, str]]) -> None:
+    """Record (event_id, event_type) pairs in one executemany; see mark_processed on duplicates."""
+    if not events:
+        # An insert with an empty parameter list would run once with no values at all.
+        return
+    now = utcnow()
+    session.execute(
+        insert(_INBOX),
+        [
+            {
+                "consumer_group": group,
+                "event_id": event_id,
+                "event_type": event_type,
+                "processed_at": now,
+            }
+            for event_id, event_type in events
+        ],
     )

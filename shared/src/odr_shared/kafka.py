@@ -1,5 +1,6 @@
 """kafka-python wrappers: an idempotent acks=all producer with checked futures, topic set-up,
-and a consumer loop that applies each event once and commits offsets only after the effect."""
+and a consumer loop that applies each event once, a poll's worth per transaction, and commits
+offsets only after the effects."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
@@ -20,7 +21,12 @@ from pydantic import BaseModel
 from sqlalchemy.orm import Session, sessionmaker
 
 from odr_shared.events import CloudEvent, EventParseError, dead_letter_topic, parse_event
-from odr_shared.inbox import already_processed, mark_processed
+from odr_shared.inbox import (
+    already_processed,
+    mark_many_processed,
+    mark_processed,
+    processed_among,
+)
 from odr_shared.metrics import EVENTS_CONSUMED, EVENTS_DEAD_LETTERED
 from odr_shared.settings import ServiceSettings
 
@@ -123,6 +129,43 @@ def broker_reachable(bootstrap_servers: str, timeout_s: float = 1.0) -> bool:
 EventHandler = Callable[[Session, CloudEvent[BaseModel]], None]
 
 
+class ConsumedRecord(Protocol):
+    """What the consumer reads of a kafka-python ConsumerRecord."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes: ...
+    @property
+    def offset(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class _Parsed:
+    record: ConsumedRecord
+    event: CloudEvent[BaseModel]
+    handler: EventHandler
+
+
+@dataclass(frozen=True)
+class _Record:
+    topic: str
+    key: bytes | None
+    value: bytes
+    offset: int
+
+
+class _HandlerFailed(Exception):
+    """Carries a handler's error out of the batch transaction so that it rolls back."""
+
+    def __init__(self, index: int, error: Exception) -> None:
+        super().__init__(index, error)
+        self.index = index
+        self.error = error
+
+
 @dataclass
 class ConsumerStats:
     applied: int = 0
@@ -135,10 +178,19 @@ class ConsumerStats:
 class EventConsumer:
     """Consume topics for one consumer group and apply each event exactly once.
 
-    For each message: parse (failure -> dead-letter at once); look the event id up in the inbox;
-    run the handler and record the id in the same transaction; on an error, retry with
-    exponential backoff, then dead-letter with the error. Offsets are committed after the batch's
-    effects are committed, so a crash re-delivers, and the inbox makes re-delivery harmless.
+    A poll's records are applied together: parse each (events of types with no handler are
+    skipped), look all their ids up in the inbox at once, run the handlers in poll order and record
+    the new ids, all in one transaction, so one commit covers up to `max_poll_records` events. An id
+    already in the inbox, or seen earlier in the batch, is a duplicate and its handler is not run.
+
+    Errors are handled as if each event had its own transaction. When a record at position k does
+    not parse, or its handler raises, the events before k are applied and committed on their own,
+    and k alone gets the per-record treatment: garbage is dead-lettered at once; a failing handler
+    is retried with exponential backoff (the batch's try counts as the first attempt), then
+    dead-lettered with the error. Batching resumes after k. If the batch transaction fails outside
+    a handler (its commit, the inbox insert losing a race), its events are applied one by one.
+    Offsets are committed after the poll's effects are committed, so a crash re-delivers, and the
+    inbox makes re-delivery harmless.
     """
 
     def __init__(
@@ -195,14 +247,94 @@ class EventConsumer:
                 batch = self._consumer.poll(timeout_ms=500)
                 if not batch:
                     continue
-                for _tp, records in batch.items():
-                    for record in records:
-                        self.process_record(record.topic, record.key, record.value, record.offset)
+                self.process_batch([record for records in batch.values() for record in records])
                 self._consumer.commit()
         finally:
             self._consumer.close()
 
+    def process_batch(self, records: Sequence[ConsumedRecord]) -> None:
+        """Apply a poll's records, in the order given, in as few transactions as errors allow."""
+        run: list[_Parsed] = []
+        for record in records:
+            try:
+                event = parse_event(record.value)
+            except EventParseError:
+                # What came before goes first: the dead letter keeps its place in its key's order.
+                self._apply_run(run)
+                run = []
+                self.process_record(record.topic, record.key, record.value, record.offset)
+                continue
+            handler = self.handlers.get(event.type)
+            if handler is None:
+                self.stats.skipped += 1
+                continue
+            run.append(_Parsed(record, event, handler))
+        self._apply_run(run)
+
+    def _apply_run(self, run: Sequence[_Parsed]) -> None:
+        while run:
+            try:
+                failed = self._apply_together(run)
+            except Exception as exc:  # noqa: BLE001 - any database error: each event retries alone
+                log.warning(
+                    "batch transaction failed; applying its events one by one",
+                    extra={
+                        "group": self.group_id,
+                        "events": len(run),
+                        "error": f"{type(exc).__name__}: {exc}",
+                    },
+                )
+                one_by_one = True
+            else:
+                one_by_one = False
+            if one_by_one:
+                # Nothing of the run was committed; the inbox stops any event that another
+                # consumer of the group committed meanwhile.
+                for item in run:
+                    self._apply_with_retries(item)
+                return
+            if failed is None:
+                return
+            # The prefix has just run cleanly, but a second run is a new transaction that can fail
+            # too (a lock, a lost connection): it gets the same treatment, not blind trust.
+            self._apply_run(run[: failed.index])
+            self._apply_with_retries(run[failed.index], first_error=failed.error)
+            run = run[failed.index + 1 :]
+
+    def _apply_together(self, run: Sequence[_Parsed]) -> _HandlerFailed | None:
+        """Apply the run in one transaction; on a handler's error roll it all back and say where.
+
+        Any other error (the inbox query or insert, the commit) is raised.
+        """
+        outcomes: list[tuple[str, str]] = []
+        try:
+            with self.session_factory() as session, session.begin():
+                seen = processed_among(session, self.group_id, (p.event.id for p in run))
+                new: list[tuple[str, str]] = []
+                for index, item in enumerate(run):
+                    event = item.event
+                    if event.id in seen:
+                        outcomes.append((event.type, "duplicate"))
+                        continue
+                    seen.add(event.id)
+                    try:
+                        item.handler(session, event)
+                        # Flush here so a constraint violation is blamed on this event's
+                        # handler, as in its own transaction, not on the commit of them all.
+                        session.flush()
+                    except Exception as exc:
+                        raise _HandlerFailed(index, exc) from exc
+                    new.append((event.id, event.type))
+                    outcomes.append((event.type, "applied"))
+                mark_many_processed(session, self.group_id, new)
+        except _HandlerFailed as failed:
+            return failed
+        for event_type, outcome in outcomes:
+            self._count(event_type, outcome)
+        return None
+
     def process_record(self, topic: str, key: bytes | None, value: bytes, offset: int = -1) -> None:
+        """Apply one record in its own transaction: what a batch falls back to on an error."""
         try:
             event = parse_event(value)
         except EventParseError as exc:
@@ -213,37 +345,50 @@ class EventConsumer:
         if handler is None:
             self.stats.skipped += 1
             return
+        self._apply_with_retries(_Parsed(_Record(topic, key, value, offset), event, handler))
+
+    def _apply_with_retries(self, item: _Parsed, first_error: Exception | None = None) -> None:
+        """Apply one event alone, retrying with backoff, then dead-letter it.
+
+        `first_error` is the error of an attempt already made (in a batch): it counts as
+        attempt 1, so an event gets the same number of tries and waits either way.
+        """
+        event = item.event
+        error = first_error
         delay = self.settings.consumer_backoff_initial_s
         last_error = ""
         for attempt in range(1, self.settings.consumer_max_attempts + 1):
-            try:
-                applied = self._apply(handler, event)
-            except Exception as exc:
-                last_error = f"{type(exc).__name__}: {exc}"
-                log.warning(
-                    "event handler failed",
-                    extra={
-                        "group": self.group_id,
-                        "event_id": event.id,
-                        "event_type": event.type,
-                        "attempt": attempt,
-                        "error": last_error,
-                    },
-                )
-                if attempt < self.settings.consumer_max_attempts:
-                    if self._stop.wait(delay):
-                        raise
-                    delay = min(delay * 2, self.settings.consumer_backoff_max_s)
-                continue
-            if applied:
-                self.stats.applied += 1
-                EVENTS_CONSUMED.labels(self.group_id, event.type, "applied").inc()
-            else:
-                self.stats.duplicates += 1
-                EVENTS_CONSUMED.labels(self.group_id, event.type, "duplicate").inc()
-            return
+            if error is None:
+                try:
+                    applied = self._apply(item.handler, event)
+                except Exception as exc:  # noqa: BLE001 - retried, then dead-lettered with it
+                    error = exc
+                else:
+                    self._count(event.type, "applied" if applied else "duplicate")
+                    return
+            last_error = f"{type(error).__name__}: {error}"
+            log.warning(
+                "event handler failed",
+                extra={
+                    "group": self.group_id,
+                    "event_id": event.id,
+                    "event_type": event.type,
+                    "attempt": attempt,
+                    "error": last_error,
+                },
+            )
+            if attempt < self.settings.consumer_max_attempts:
+                if self._stop.wait(delay):
+                    raise error
+                delay = min(delay * 2, self.settings.consumer_backoff_max_s)
+            error = None
+        record = item.record
         self._dead_letter(
-            topic, key, value, last_error, attempts=self.settings.consumer_max_attempts
+            record.topic,
+            record.key,
+            record.value,
+            last_error,
+            attempts=self.settings.consumer_max_attempts,
         )
 
     def _apply(self, handler: EventHandler, event: CloudEvent[BaseModel]) -> bool:
@@ -253,6 +398,13 @@ class EventConsumer:
             handler(session, event)
             mark_processed(session, self.group_id, event.id, event.type)
         return True
+
+    def _count(self, event_type: str, outcome: str) -> None:
+        if outcome == "applied":
+            self.stats.applied += 1
+        else:
+            self.stats.duplicates += 1
+        EVENTS_CONSUMED.labels(self.group_id, event_type, outcome).inc()
 
     def _dead_letter(
         self, topic: str, key: bytes | None, value: bytes, error: str, attempts: int
