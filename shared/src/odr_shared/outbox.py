@@ -24,7 +24,7 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
 from odr_shared.db import UTCDateTime, utcnow
@@ -75,7 +75,7 @@ def add_to_outbox(session: Session, topic: str, key: str, event: CloudEvent[Any]
 
 
 def add_many_to_outbox(
-    session: Session, topic: str, rows: Sequence[tuple[str, CloudEvent[Any]]]
+    session: Session | Connection, topic: str, rows: Sequence[tuple[str, CloudEvent[Any]]]
 ) -> None:
     if not rows:
         return

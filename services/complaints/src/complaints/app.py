@@ -8,7 +8,7 @@ from complaints.api import router
 from complaints.deps import build_deps
 from complaints.portal import mount_portal
 from complaints.settings import ComplaintsSettings, get_settings
-from odr_shared.db import make_engine
+from odr_shared.db import API_CHECKPOINT_PAGES, make_engine
 from odr_shared.logs import configure_logging
 from odr_shared.web import create_service_app
 
@@ -16,7 +16,7 @@ from odr_shared.web import create_service_app
 def create_app(settings: ComplaintsSettings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging("complaints", settings.log_level, settings.log_format)
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, checkpoint_pages=API_CHECKPOINT_PAGES)
     app = create_service_app(
         service="complaints",
         title="ODR complaints",

@@ -9,7 +9,7 @@ from gateway.fastpath import WebhookFastPath
 from gateway.ingest import Ingestor
 from gateway.settings import GatewaySettings, get_settings
 from odr_shared.crypto import DataCipher
-from odr_shared.db import make_engine, make_session_factory
+from odr_shared.db import API_CHECKPOINT_PAGES, make_engine, make_session_factory
 from odr_shared.logs import configure_logging
 from odr_shared.web import create_service_app
 
@@ -17,7 +17,7 @@ from odr_shared.web import create_service_app
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging("gateway", settings.log_level, settings.log_format)
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, checkpoint_pages=API_CHECKPOINT_PAGES)
     app = create_service_app(
         service="gateway",
         title="ODR marketplace gateway",

@@ -14,7 +14,6 @@ refusals keep a single code path.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from typing import Any
 
@@ -49,15 +48,25 @@ class WebhookFastPath:
             # Chunked or oversize: the route reads it under the limit and records the refusal.
             await self.app(scope, receive, send)
             return
-        body, complete = await _read(receive, int(declared))
-        pending = ingestor.prepare_cached(match.group(1), headers, body) if complete else None
+        writer = ingestor.writer
+        # The group writer waits a moment for deliveries being read, to store them together.
+        writer.expect()
+        pending = None
+        try:
+            body, complete = await _read(receive, int(declared))
+            if complete:
+                pending = ingestor.prepare_cached(match.group(1), headers, body)
+        finally:
+            if pending is None:
+                writer.unexpect()
         if pending is None:
             await self.app(scope, _replaying(body, complete, receive), send)
             return
+        stored = writer.submit_async(pending, expected=True)
         # The metrics middleware labels this request with the route's template, as if routed.
         scope["route"] = self._route or self._find_route(scope)
         try:
-            receipt = await asyncio.wrap_future(ingestor.writer.submit(pending))
+            receipt = await stored
         except Problem as exc:
             await problem_response(
                 exc.status,

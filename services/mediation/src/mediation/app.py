@@ -8,7 +8,7 @@ from mediation.api import router
 from mediation.complaints_client import ComplaintsClient
 from mediation.dashboard import router as dashboard_router
 from mediation.settings import MediationSettings, get_settings
-from odr_shared.db import make_engine, make_session_factory
+from odr_shared.db import API_CHECKPOINT_PAGES, make_engine, make_session_factory
 from odr_shared.logs import configure_logging
 from odr_shared.web import create_service_app
 
@@ -16,7 +16,7 @@ from odr_shared.web import create_service_app
 def create_app(settings: MediationSettings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging("mediation", settings.log_level, settings.log_format)
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, checkpoint_pages=API_CHECKPOINT_PAGES)
     app = create_service_app(
         service="mediation",
         title="ODR mediation",

@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from notifications import bootstrap
 from notifications.api import router
 from notifications.settings import NotificationsSettings, get_settings
-from odr_shared.db import make_engine, make_session_factory
+from odr_shared.db import API_CHECKPOINT_PAGES, make_engine, make_session_factory
 from odr_shared.logs import configure_logging
 from odr_shared.web import create_service_app
 
@@ -15,7 +15,7 @@ from odr_shared.web import create_service_app
 def create_app(settings: NotificationsSettings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging("notifications", settings.log_level, settings.log_format)
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, checkpoint_pages=API_CHECKPOINT_PAGES)
     app = create_service_app(
         service="notifications",
         title="ODR notifications",
