@@ -55,6 +55,9 @@ def utcnow() -> datetime:
 TYPE_ANNOTATION_MAP: dict[Any, Any] = {datetime: UTCDateTime()}
 
 
+# Execution option for a transaction that only reads: on SQLite it starts a read transaction
+# instead of taking the write lock (`engine.connect().execution_options(**{READ_ONLY: True})`).
+READ_ONLY = "odr_read_only"
 # SQLite's default: the connection whose commit takes the WAL past this many pages checkpoints.
 WORKER_CHECKPOINT_PAGES = 1000
 # API processes checkpoint only past this (about 40 MB of WAL): their commits answer requests,
@@ -93,6 +96,10 @@ def make_engine(
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Any) -> None:
+            if conn.get_execution_options().get(READ_ONLY):
+                # WAL readers never block writers, nor wait for them.
+                conn.exec_driver_sql("BEGIN")
+                return
             # Take the write lock up front: avoids SQLITE_BUSY upgrade deadlocks between processes.
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 

@@ -27,7 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
-from odr_shared.db import UTCDateTime, utcnow
+from odr_shared.db import READ_ONLY, UTCDateTime, utcnow
 from odr_shared.events import CloudEvent
 from odr_shared.kafka import OutgoingMessage, send_all
 from odr_shared.metrics import OUTBOX_PUBLISHED
@@ -159,8 +159,9 @@ class OutboxRelay:
                     lock_conn.commit()
 
     def _publish_locked(self) -> int:
-        with Session(self.engine) as session, session.begin():
-            rows = session.execute(
+        # A read transaction: on SQLite the write lock stays free for the API while it reads.
+        with self.engine.connect().execution_options(**{READ_ONLY: True}) as conn:
+            rows = conn.execute(
                 select(
                     _OUTBOX.c.id,
                     _OUTBOX.c.topic,

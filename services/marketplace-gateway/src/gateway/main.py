@@ -11,10 +11,13 @@ def api() -> None:
 
     from odr_shared.runner import serve_api
 
-    # The event loop and the group writer share the GIL: with the default 5 ms switch interval
-    # every SQLite call in the writer (which releases the GIL) waits up to 5 ms to get it back
-    # while the loop parses requests. A shorter interval keeps that hand-off short.
-    sys.setswitchinterval(float(os.environ.get("GATEWAY_GIL_SWITCH_INTERVAL_S", "0.0005")))
+    # The event loop and the group writer share the GIL. Python's 5 ms switch interval lets the
+    # loop read more requests between the writer's turns, so groups are bigger (23 vs 16 per
+    # group, 14% more webhooks/s in the ingest bench than with 0.5 ms); the variable is kept for
+    # tuning other hardware.
+    interval = os.environ.get("GATEWAY_GIL_SWITCH_INTERVAL_S")
+    if interval:
+        sys.setswitchinterval(float(interval))
 
     serve_api("gateway.app:create_app", 8001, "gateway")
 
