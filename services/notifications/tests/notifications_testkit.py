@@ -332,7 +332,7 @@ class Harness:
         self.consumer = EventConsumer(
             settings=settings,
             group_id=GROUP_ID,
-            handlers=handlers(bootstrap.notifier(settings)),
+            handlers=handlers(bootstrap.notifier(settings, clock=clock)),
             topics=TOPICS,
             session_factory=self.sessions,
             producer=self.producer,

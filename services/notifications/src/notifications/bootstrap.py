@@ -24,7 +24,7 @@ def cipher(settings: NotificationsSettings) -> DataCipher:
     return DataCipher(settings.data_encryption_key)
 
 
-def notifier(settings: NotificationsSettings) -> Notifier:
+def notifier(settings: NotificationsSettings, clock: Clock = utcnow) -> Notifier:
     return Notifier(
         cipher=cipher(settings),
         renderer=Renderer(
@@ -34,6 +34,7 @@ def notifier(settings: NotificationsSettings) -> Notifier:
             sms_unaccented=settings.sms_unaccented,
         ),
         public_base_url=settings.public_base_url,
+        clock=clock,
     )
 
 

@@ -6,6 +6,7 @@ import json
 import logging
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -41,6 +42,8 @@ class Notifier:
     cipher: DataCipher
     renderer: Renderer
     public_base_url: str = "http://127.0.0.1:8004"
+    # When a delivery is recorded and first due: the dispatcher's clock, so both agree.
+    clock: Callable[[], datetime] = utcnow
 
 
 class InvalidAddress(ValueError):
@@ -184,7 +187,7 @@ def record_planned(
         status = "failed"
     elif planned.category == "order_status" and opted_out_of_order_status(session, recipient_hash):
         status = "suppressed"
-    now = utcnow()
+    now = notifier.clock()
     session.add(
         Delivery(
             channel=planned.channel,
