@@ -141,3 +141,23 @@ def test_a_group_stores_each_delivery_with_its_own_event_and_answer(ingestor, ke
             assert data["delivery_id"] == str(r.delivery_id)
             assert data["order_code"] == f"GRP-A{i}"
         assert pending_count(s) == 5
+
+
+def test_the_writer_survives_a_closed_event_loop_and_keeps_storing(ingestor) -> None:
+    """A request's loop that closed before its group was stored (shutdown) loses nothing."""
+    import asyncio
+
+    ing, platform_id, secret = ingestor
+    ing.limit = type(ing.limit)("webhooks", 100, 60)
+
+    async def submit_then_leave() -> None:
+        p = _pending(ing, platform_id, secret, sample_order("GRP-L1"), f"msg_{uuid.uuid4().hex}")
+        ing.writer.submit_async(p)  # the loop closes without awaiting it
+
+    asyncio.run(submit_then_leave())
+    later = _pending(ing, platform_id, secret, sample_order("GRP-L2"), f"msg_{uuid.uuid4().hex}")
+    receipt = ing.writer.submit(later).result(timeout=30)
+    assert receipt.status == "accepted"
+    with ing.factory() as s:
+        codes = s.execute(select(InboundDelivery.order_id)).scalars().all()
+    assert sorted(codes) == [f"{platform_id}:GRP-L1", f"{platform_id}:GRP-L2"]

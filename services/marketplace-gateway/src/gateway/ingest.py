@@ -1087,7 +1087,12 @@ class GroupWriter:
                 if waiter is not None:
                     by_loop.setdefault(waiter[0], []).append((waiter[1], fut))
         for loop, pairs in by_loop.items():
-            loop.call_soon_threadsafe(_settle_waiters, pairs)
+            try:
+                loop.call_soon_threadsafe(_settle_waiters, pairs)
+            except RuntimeError:
+                # That loop has closed (shutdown): nobody is waiting, the deliveries are stored;
+                # the writer thread must live on for the other loops' requests.
+                log.info("group settled after its event loop closed", extra={"size": len(pairs)})
 
     def _take(self) -> list[tuple[Pending, Future[Receipt]]]:
         with self._cond:
