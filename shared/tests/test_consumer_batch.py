@@ -254,6 +254,10 @@ def test_a_handler_always_failing_dead_letters_that_record_and_applies_the_rest(
     assert dead.key == records[k].key
     assert f"ValueError: cannot apply {ids[k]}" in dead.headers["dlq-error"].decode()
     assert dead.headers["dlq-attempts"] == b"3"
+    # The handler's own traceback, not the "NoneType: None" of a format_exc outside an except.
+    trace = dead.headers["dlq-trace"].decode()
+    assert "in handler" in trace
+    assert trace.rstrip().endswith(f"ValueError: cannot apply {ids[k]}")
     # Per-key order: it was dead-lettered after the records before it, before those after it.
     assert dead.effects_committed == k
 
@@ -274,6 +278,7 @@ def test_an_unparseable_record_is_dead_lettered_in_place_and_the_others_applied(
     assert dead.value == b"\x00garbage"
     assert "not JSON" in dead.headers["dlq-error"].decode()
     assert dead.headers["dlq-attempts"] == b"0"
+    assert "EventParseError" in dead.headers["dlq-trace"].decode()
     assert dead.effects_committed == 3
 
 

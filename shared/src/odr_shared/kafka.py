@@ -339,7 +339,7 @@ class EventConsumer:
             event = parse_event(value)
         except EventParseError as exc:
             # A type nobody here handles is not an error for this group; garbage is.
-            self._dead_letter(topic, key, value, str(exc), attempts=0)
+            self._dead_letter(topic, key, value, str(exc), attempts=0, cause=exc)
             return
         handler = self.handlers.get(event.type)
         if handler is None:
@@ -357,6 +357,7 @@ class EventConsumer:
         error = first_error
         delay = self.settings.consumer_backoff_initial_s
         last_error = ""
+        last_exc: Exception | None = None
         for attempt in range(1, self.settings.consumer_max_attempts + 1):
             if error is None:
                 try:
@@ -367,6 +368,7 @@ class EventConsumer:
                     self._count(event.type, "applied" if applied else "duplicate")
                     return
             last_error = f"{type(error).__name__}: {error}"
+            last_exc = error
             log.warning(
                 "event handler failed",
                 extra={
@@ -389,6 +391,7 @@ class EventConsumer:
             record.value,
             last_error,
             attempts=self.settings.consumer_max_attempts,
+            cause=last_exc,
         )
 
     def _apply(self, handler: EventHandler, event: CloudEvent[BaseModel]) -> bool:
@@ -407,7 +410,13 @@ class EventConsumer:
         EVENTS_CONSUMED.labels(self.group_id, event_type, outcome).inc()
 
     def _dead_letter(
-        self, topic: str, key: bytes | None, value: bytes, error: str, attempts: int
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        error: str,
+        attempts: int,
+        cause: BaseException | None = None,
     ) -> None:
         self.stats.dead_lettered += 1
         self.stats.errors.append(error)
@@ -422,7 +431,12 @@ class EventConsumer:
             ("dlq-consumer-group", self.group_id.encode()),
             ("dlq-attempts", str(attempts).encode()),
             ("dlq-at", str(time.time()).encode()),
-            ("dlq-trace", traceback.format_exc(limit=3).encode()[:2000]),
+            # The failure's own traceback (the innermost frames are the telling ones); this is
+            # not always called inside the except block that caught it.
+            (
+                "dlq-trace",
+                "".join(traceback.format_exception(cause)).encode()[-2000:] if cause else b"",
+            ),
         ]
         fut = self.producer.send(
             dead_letter_topic(topic), key=key or b"", value=value, headers=headers
