@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from consumer_proc import effects, metadata
 from prometheus_client import REGISTRY
 from pydantic import BaseModel
-from sqlalchemy import Column, Integer, MetaData, String, Table, event, insert, select, text
+from sqlalchemy import event, insert, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -25,7 +26,7 @@ from odr_shared.events import (
     build_event,
     order_id,
 )
-from odr_shared.inbox import inbox_table, mark_many_processed, processed_among
+from odr_shared.inbox import INBOX_TABLE, mark_many_processed, processed_among
 from odr_shared.kafka import EventConsumer
 from odr_shared.settings import ServiceSettings
 from odr_shared.testing import sample_order
@@ -33,14 +34,8 @@ from odr_shared.testing import sample_order
 TOPIC = "t.batch"
 GROUP = "g-batch"
 
-metadata = MetaData()
-effects = Table(
-    "effects",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("event_id", String(100), nullable=False),  # deliberately not unique
-)
-inbox = inbox_table(metadata)
+# The crash test's consumer process (consumer_proc.py) keeps its effects in the same tables.
+inbox = metadata.tables[INBOX_TABLE]
 
 
 @dataclass(frozen=True)

@@ -284,10 +284,6 @@ class EventConsumer:
                         "error": f"{type(exc).__name__}: {exc}",
                     },
                 )
-                one_by_one = True
-            else:
-                one_by_one = False
-            if one_by_one:
                 # Nothing of the run was committed; the inbox stops any event that another
                 # consumer of the group committed meanwhile.
                 for item in run:

@@ -86,6 +86,7 @@ class WebhookFastPath:
                 route, "methods", ()
             ):
                 self._route = route
+                break
         return self._route
 
 

@@ -612,7 +612,6 @@ class Ingestor:
             if m.event_id is not None:
                 event_ids.setdefault(m.ref, []).append(m.event_id)
         rows: list[dict[str, Any]] = []
-        outcomes: list[tuple[str, dict[str, int] | None]] = []
         for i in fresh:
             p = pendings[i]
             row = {
@@ -627,16 +626,13 @@ class Ingestor:
                 "received_at": now,
             }
             if p.mapping.ignored is not None:
-                status, summary = "ignored", None
-                row.update(status=status, error=p.mapping.ignored, summary=None)
+                row.update(status="ignored", error=p.mapping.ignored, summary=None)
                 row.update(order_id=None, event_id=None)
             else:
                 counts = per_ref.get(i, Counter())
-                status = _delivery_status(counts)
-                summary = dict(counts)
                 updates = p.mapping.updates
                 evs = event_ids.get(i, [])
-                row.update(status=status, error=None, summary=summary)
+                row.update(status=_delivery_status(counts), error=None, summary=dict(counts))
                 row.update(
                     order_id=order_id(platform_id, updates[0].order_code)
                     if len(updates) == 1
@@ -644,18 +640,17 @@ class Ingestor:
                     event_id=evs[0] if evs else None,
                 )
             rows.append(row)
-            outcomes.append((status, summary))
         ids = _insert_deliveries(conn, rows)
         delivery_ids = dict(zip(fresh, ids, strict=True))
         self._record_events(conn, platform_id, kind, notify, merged, delivery_ids, now)
-        for i, delivery_id, (status, summary) in zip(fresh, ids, outcomes, strict=True):
+        for i, delivery_id, row in zip(fresh, ids, rows, strict=True):
             out[i] = Receipt(
                 pendings[i].ack_status,
                 delivery_id,
-                status,
-                duplicate=status == "duplicate",
+                row["status"],
+                duplicate=row["status"] == "duplicate",
                 event_ids=event_ids.get(i, []),
-                summary=dict(summary or {}),
+                summary=dict(row["summary"] or {}),
             )
 
     # -- storing -----------------------------------------------------------------------------
@@ -1032,9 +1027,7 @@ class GroupWriter:
         self._cond = threading.Condition()
         self._running = False
         # Requests waiting on an event loop: settled together, one loop wake-up per group.
-        self._waiting: dict[
-            Future[Receipt], tuple[asyncio.AbstractEventLoop, asyncio.Future[Receipt]]
-        ] = {}
+        self._waiting: dict[Future[Receipt], _Waiter] = {}
 
     def expect(self) -> None:
         """A delivery is being read and verified: a group may wait a moment for it."""
@@ -1078,9 +1071,7 @@ class GroupWriter:
         return waiter
 
     def _settle(self, group: list[tuple[Pending, Future[Receipt]]]) -> None:
-        by_loop: dict[
-            asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Receipt], Future[Receipt]]]
-        ] = {}
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Settled]] = {}
         with self._cond:
             for _p, fut in group:
                 waiter = self._waiting.pop(fut, None)

@@ -1,0 +1,8 @@
+"""Shared-library tests; helpers beside them (consumer_proc) import as top-level modules."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
