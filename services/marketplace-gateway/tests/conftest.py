@@ -42,6 +42,8 @@ def settings(database_url: str) -> GatewaySettings:
         public_base_url="http://gateway.test",
         outbound_schedule_scale=0.001,
         outbound_poll_interval_s=0.05,
+        # In-process storing for the route tests; test_store_process.py runs the child process.
+        store_process=False,
     )
 
 

@@ -8,6 +8,7 @@ from gateway.api import router
 from gateway.fastpath import WebhookFastPath
 from gateway.ingest import Ingestor
 from gateway.settings import GatewaySettings, get_settings
+from gateway.store import StoreProcess
 from odr_shared.crypto import DataCipher
 from odr_shared.db import API_CHECKPOINT_PAGES, make_engine, make_session_factory
 from odr_shared.logs import configure_logging
@@ -29,5 +30,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.state.sessions = make_session_factory(engine)
     app.state.cipher = DataCipher(settings.data_encryption_key)
     app.state.ingestor = Ingestor(app.state.sessions, app.state.cipher, settings)
+    app.state.store = None
+    if settings.store_process:
+        store = StoreProcess(settings)
+        app.state.ingestor.writer.store = store
+        app.state.store = store
+        store.start_in_background()
     app.include_router(router)
     return app

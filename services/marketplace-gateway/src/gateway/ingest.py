@@ -9,11 +9,12 @@ import threading
 import time
 import uuid
 from collections import Counter, deque
+from collections.abc import Callable
 from collections.abc import Mapping as MappingABC
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol
 
 from sqlalchemy import Table, bindparam, insert, select
 from sqlalchemy import update as sa_update
@@ -1018,6 +1019,8 @@ class GroupWriter:
         gather_s: float = 0.002,
     ) -> None:
         self.ingestor = ingestor
+        # What stores the groups: this thread itself, or a store process (gateway/store.py).
+        self.store: GroupStore = InProcessStore(ingestor)
         self.max_updates = max_updates
         self.idle_s = idle_s
         self.gather_s = gather_s
@@ -1108,15 +1111,52 @@ class GroupWriter:
             return group
 
     def _run(self) -> None:
-        while group := self._take():
+        while True:
+            # A store process may still be busy with earlier groups: take the next one only
+            # when it can be sent, so it gathers whatever arrives in the meantime.
+            self.store.wait_for_room()
+            group = self._take()
+            if not group:
+                return
             try:
-                self.ingestor.commit_group(group)
-            except BaseException as exc:  # noqa: BLE001 - never leave a request waiting
+                self.store.commit(group, self._settle)
+            except BaseException as exc:
+                # this is the net under it, so no request is ever left waiting.
+                log.exception("group store failed", extra={"size": len(group)})
                 for _p, fut in group:
                     if not fut.done():
                         fut.set_exception(exc)
-            finally:
                 self._settle(group)
+
+
+_Group = list[tuple["Pending", Future[Receipt]]]
+
+
+class GroupStore(Protocol):
+    """Stores a group of deliveries, settles each future, then calls `settle(group)` once."""
+
+    def wait_for_room(self) -> None: ...
+
+    def commit(self, group: _Group, settle: Callable[[_Group], None]) -> None: ...
+
+
+class InProcessStore:
+    """The group writer's own thread runs the transaction (tests; `store_process` off)."""
+
+    def __init__(self, ingestor: Ingestor) -> None:
+        self.ingestor = ingestor
+
+    def wait_for_room(self) -> None:
+        return None
+
+    def commit(self, group: _Group, settle: Callable[[_Group], None]) -> None:
+        try:
+            self.ingestor.commit_group(group)
+        except BaseException as exc:  # noqa: BLE001 - never leave a request waiting
+            for _p, fut in group:
+                if not fut.done():
+                    fut.set_exception(exc)
+        settle(group)
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,9 @@ class GatewaySettings(ServiceSettings):
     outbound_poll_interval_s: float = 0.5
     outbound_concurrency: int = 4
     outbound_lease_s: int = 120
+    # Store webhook deliveries in a child process of each API process (see gateway/store.py),
+    # so storing and serving HTTP use two cores; off, a thread of the API process stores them.
+    store_process: bool = True
 
 
 @lru_cache

@@ -1,0 +1,303 @@
+"""The store process: groups stored in a child process answer exactly as stored in-process,
+and a child that dies loses no delivery and is replaced."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+import uuid
+import warnings
+from collections.abc import Iterator
+from concurrent.futures import Future
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, select, text
+
+from gateway.app import create_app
+from gateway.ingest import Ingestor, Pending, Receipt
+from gateway.models import InboundDelivery
+from gateway.platforms import register_platform
+from gateway.settings import GatewaySettings
+from gateway.store import StoreProcess
+from odr_shared.auth import TokenService
+from odr_shared.crypto import DataCipher
+from odr_shared.db import make_engine, make_session_factory
+from odr_shared.outbox import pending_count
+from odr_shared.problems import Problem
+from odr_shared.testing import sample_order, standard_webhook_headers
+
+Group = list[tuple[Pending, Future[Receipt]]]
+
+
+@pytest.fixture
+def limited(settings: GatewaySettings) -> GatewaySettings:
+    return settings.model_copy(update={"webhook_rate_limit": 3, "store_process": True})
+
+
+@pytest.fixture
+def platform(limited: GatewaySettings) -> Iterator[tuple[Ingestor, str, str]]:
+    engine = make_engine(limited.database_url)
+    cipher = DataCipher(limited.data_encryption_key)
+    ing = Ingestor(make_session_factory(engine), cipher, limited)
+    with ing.factory() as s, s.begin():
+        created = register_platform(
+            s,
+            cipher,
+            name="Store",
+            kind="standard",
+            signing_secret=None,
+            app_key=None,
+            push_url=None,
+            outbound_url=None,
+        )
+    yield ing, created.platform_id, created.webhook_secret
+    engine.dispose()
+
+
+@pytest.fixture
+def store(limited: GatewaySettings) -> Iterator[StoreProcess]:
+    s = StoreProcess(limited)
+    s.start()
+    yield s
+    s.stop()
+
+
+def _pending(
+    ing: Ingestor, platform_id: str, secret: str, order: dict[str, Any], msg_id: str
+) -> Pending:
+    body = json.dumps(
+        {"type": "order.updated", "timestamp": "2026-11-21T03:00:00Z", "data": order}
+    ).encode()
+    return ing.prepare(platform_id, standard_webhook_headers(secret, body, msg_id=msg_id), body)
+
+
+def _commit(
+    store: StoreProcess, pendings: list[Pending], timeout_s: float = 60
+) -> list[Future[Receipt]]:
+    """Hand a group to the store, as the group writer does; wait until it is settled."""
+    group: Group = [(p, Future()) for p in pendings]
+    settled = threading.Event()
+    settled_with: list[Group] = []
+
+    def settle(g: Group) -> None:
+        settled_with.append(g)
+        settled.set()
+
+    store.wait_for_room()
+    store.commit(group, settle)
+    assert settled.wait(timeout_s), "the group was never settled"
+    assert settled_with == [group]
+    assert all(f.done() for _p, f in group)
+    return [f for _p, f in group]
+
+
+def _msg() -> str:
+    return f"msg_{uuid.uuid4().hex}"
+
+
+def test_a_group_is_stored_by_a_child_process_with_every_outcome_intact(platform, store) -> None:
+    ing, platform_id, secret = platform
+    good_id = _msg()
+    good = _pending(ing, platform_id, secret, sample_order("STO-1"), good_id)
+    incomplete = _pending(
+        ing,
+        platform_id,
+        secret,
+        {"order_code": "STO-2", "status": "paid", "status_at": "2026-11-21T03:00:00Z"},
+        _msg(),
+    )
+    twin = _pending(ing, platform_id, secret, sample_order("STO-1"), good_id)
+    over = _pending(ing, platform_id, secret, sample_order("STO-3"), _msg())
+
+    assert store.pid is not None
+    assert store.pid != os.getpid()
+    first, bad, copy, limited = _commit(store, [good, incomplete, twin, over])
+
+    receipt = first.result()
+    assert receipt.status == "accepted"
+    assert len(receipt.event_ids) == 1
+    # Problems cross the process boundary with their status, fields and headers.
+    with pytest.raises(Problem) as exc:
+        bad.result()
+    assert exc.value.status == 422
+    assert [e["field"] for e in exc.value.extensions["errors"]] == [
+        "data.buyer",
+        "data.seller",
+        "data.total_amount",
+    ]
+    assert copy.result().duplicate
+    assert copy.result().delivery_id == receipt.delivery_id
+    with pytest.raises(Problem) as exc:
+        limited.result()
+    assert exc.value.status == 429
+    assert int(exc.value.headers["Retry-After"]) >= 1
+    with ing.factory() as s:
+        rows = s.execute(select(InboundDelivery.status).order_by(InboundDelivery.id)).scalars()
+        assert list(rows) == ["accepted", "rejected"]
+        assert pending_count(s) == 1
+        row = s.get(InboundDelivery, receipt.delivery_id)
+        assert row is not None
+        assert row.event_id == receipt.event_ids[0]
+
+
+def test_groups_in_flight_are_answered_in_order_each_with_its_own_receipts(platform, store) -> None:
+    ing, platform_id, secret = platform
+    # Three deliveries: within the child's limit of 3 per window.
+    groups = [
+        [_pending(ing, platform_id, secret, sample_order(f"STO-G{g}"), _msg())] for g in range(3)
+    ]
+    # Three groups sent back to back (depth 2: the third waits for room), settled in order.
+    settled: list[int] = []
+    done = threading.Event()
+    futures: list[list[Future[Receipt]]] = []
+    for i, pendings in enumerate(groups):
+        group: Group = [(p, Future()) for p in pendings]
+        futures.append([f for _p, f in group])
+
+        def settle(g: Group, i: int = i) -> None:
+            settled.append(i)
+            if len(settled) == len(groups):
+                done.set()
+
+        store.wait_for_room()
+        store.commit(group, settle)
+    assert done.wait(60)
+    assert settled == [0, 1, 2]
+    receipts = [fs[0].result() for fs in futures]
+    assert [r.status for r in receipts] == ["accepted"] * 3
+    with ing.factory() as s:
+        for i, r in enumerate(receipts):
+            row = s.get(InboundDelivery, r.delivery_id)
+            assert row is not None
+            assert row.order_id == f"{platform_id}:STO-G{i}"
+
+
+def _hold_write_lock(url: str) -> tuple[Any, Any]:
+    """Another connection holds the database's write lock on the deliveries."""
+    engine = create_engine(url)
+    conn = engine.connect()
+    if url.startswith("sqlite"):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    else:
+        conn.execute(text("LOCK TABLE inbound_deliveries IN ACCESS EXCLUSIVE MODE"))
+    return engine, conn
+
+
+def test_a_child_killed_mid_group_answers_503_and_a_retry_stores_once(
+    platform, store, limited
+) -> None:
+    ing, platform_id, secret = platform
+    msg_id = _msg()
+    pending = _pending(ing, platform_id, secret, sample_order("STO-K"), msg_id)
+    first_pid = store.pid
+    assert first_pid is not None
+    engine, conn = _hold_write_lock(limited.database_url)
+    try:
+        group: Group = [(pending, Future())]
+        settled = threading.Event()
+        store.commit(group, lambda _g: settled.set())
+        time.sleep(0.5)  # the child is now waiting for the lock, the group in its hands
+        assert not settled.is_set()
+        os.kill(first_pid, signal.SIGKILL)
+        assert settled.wait(30)
+        with pytest.raises(Problem) as exc:
+            group[0][1].result()
+        assert exc.value.status == 503
+        assert exc.value.headers == {"Retry-After": "1"}
+    finally:
+        conn.rollback()
+        conn.close()
+        engine.dispose()
+    # The marketplace retries: a new child stores it, exactly once.
+    time.sleep(1.0)  # past the restart back-off
+    (retried,) = _commit(store, [pending])
+    assert retried.result().status == "accepted"
+    assert store.pid not in (None, first_pid)
+    (again,) = _commit(store, [pending])
+    assert again.result().duplicate
+    with ing.factory() as s:
+        keys = s.execute(
+            select(InboundDelivery.delivery_key).where(InboundDelivery.delivery_key == msg_id)
+        ).scalars()
+        assert list(keys) == [msg_id]
+
+
+def test_a_child_that_died_idle_is_replaced_on_the_next_group(platform, store) -> None:
+    ing, platform_id, secret = platform
+    first_pid = store.pid
+    assert first_pid is not None
+    os.kill(first_pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while store._channel is not None and store._channel.usable():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(1.0)  # past the restart back-off
+    (fut,) = _commit(store, [_pending(ing, platform_id, secret, sample_order("STO-I"), _msg())])
+    assert fut.result().status == "accepted"
+    assert store.pid not in (None, first_pid)
+
+
+def test_an_idle_child_leaves_on_sigterm_and_stop_ends_a_live_one(store) -> None:
+    channel = store._channel
+    assert channel is not None
+    os.kill(channel.proc.pid, signal.SIGTERM)
+    channel.proc.join(10)
+    assert channel.proc.exitcode == 0  # a clean exit, not killed by the signal
+    store.stop()
+    assert store.pid is None
+    store.start()
+    pid = store.pid
+    assert pid is not None
+    store.stop()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+def test_the_app_stores_webhooks_through_its_store_process(limited: GatewaySettings) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+
+    app = create_app(limited.model_copy(update={"webhook_rate_limit": 100}))
+    try:
+        with TestClient(app) as client:
+            token = TokenService(limited).issue(role="admin", subject="t", ttl=timedelta(minutes=5))
+            created = client.post(
+                "/v1/platforms",
+                json={"name": "Via store", "kind": "standard"},
+                headers={"Authorization": f"Bearer {token}"},
+            ).json()
+            body = json.dumps(
+                {
+                    "type": "order.updated",
+                    "timestamp": "2026-11-21T03:00:00Z",
+                    "data": sample_order("STO-APP"),
+                }
+            ).encode()
+            url = f"/v1/webhooks/{created['platform_id']}"
+            answers = [
+                client.post(
+                    url,
+                    content=body,
+                    headers=standard_webhook_headers(created["webhook_secret"], body),
+                )
+                for _ in range(2)
+            ]
+            assert [a.status_code for a in answers] == [202, 202]
+            assert [a.json()["duplicate"] for a in answers] == [False, True]
+            store = app.state.store
+            assert isinstance(store, StoreProcess)
+            assert store.pid is not None
+            assert store.pid != os.getpid()
+            with app.state.sessions() as s:
+                row = s.get(InboundDelivery, answers[0].json()["delivery_id"])
+                assert row is not None
+                assert row.status == "accepted"
+    finally:
+        app.state.store.stop()
+        app.state.engine.dispose()
