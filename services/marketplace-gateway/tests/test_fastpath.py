@@ -32,51 +32,66 @@ def _post(client: Any, platform: dict[str, Any], body: bytes, **kw: Any) -> Any:
 
 @pytest.fixture
 def route_calls(client: Any, monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Platform ids the FastAPI route prepared (the fast path never calls `prepare`)."""
+    """Platform ids the FastAPI route prepared (the fast path prepares nothing itself: the
+    group writer does, through `prepare_unrecorded`)."""
     ingestor = client.app.state.ingestor
-    real = ingestor.prepare
     calls: list[str] = []
 
-    def counting(platform_id: str, *args: Any, **kwargs: Any) -> Any:
-        calls.append(platform_id)
-        return real(platform_id, *args, **kwargs)
+    def counting(real: Any) -> Any:
+        def prepare(platform_id: str, *args: Any, **kwargs: Any) -> Any:
+            calls.append(platform_id)
+            return real(platform_id, *args, **kwargs)
 
-    monkeypatch.setattr(ingestor, "prepare", counting)
+        return prepare
+
+    # The route always tries this first (then `prepare` in a thread when it gives up).
+    monkeypatch.setattr(ingestor, "prepare_cached", counting(ingestor.prepare_cached))
     return calls
 
 
-def test_a_cached_platform_is_served_by_the_fast_path_with_the_routes_answer(
+def test_valid_deliveries_are_served_by_the_fast_path_with_the_routes_answer(
     gw: Any, route_calls: list[str]
 ) -> None:
     p = gw.register()
-    first = _post(gw.client, p, _body(_code()))  # not cached yet: the route, which caches it
-    assert route_calls == [p["platform_id"]]
+    # Not cached in this process yet: the group writer reads the platform itself.
+    first = _post(gw.client, p, _body(_code()))
     body = _body(_code())
     second = _post(gw.client, p, body, msg_id="msg_fast_1")
     again = _post(gw.client, p, body, msg_id="msg_fast_1")
-    assert route_calls == [p["platform_id"]], "cached platform went through the route"
-    for r in (first, second, again):
+    assert route_calls == [], "a valid delivery went through the route"
+    # The route's own answer, for a chunked body (which the fast path leaves to it).
+    routed_body = _body(_code())
+    headers = standard_webhook_headers(p["webhook_secret"], routed_body)
+    routed = gw.client.post(
+        f"/v1/webhooks/{p['platform_id']}",
+        content=iter([routed_body[:30], routed_body[30:]]),
+        headers=headers,
+    )
+    assert route_calls == [p["platform_id"]]
+    for r in (first, second, again, routed):
         assert r.status_code == 202, r.text
         assert r.headers["content-type"] == "application/json"
-    assert set(second.json()) == set(first.json())
-    assert second.json()["status"] == "accepted"
+    assert set(second.json()) == set(routed.json())
+    assert second.json()["status"] == routed.json()["status"] == "accepted"
     assert second.json()["duplicate"] is False
     assert again.json()["duplicate"] is True
     assert again.json()["delivery_id"] == second.json()["delivery_id"]
     events = gw.outbox()
-    assert len(events) == 2
+    assert len(events) == 3
     assert events[1]["event"]["id"] == second.json()["event_id"]
     assert events[1]["event"]["data"]["delivery_id"] == str(second.json()["delivery_id"])
     metrics = gw.client.get("/metrics").text
     assert 'route="/v1/webhooks/{platform_id}"' in metrics
     assert f"/v1/webhooks/{p['platform_id']}" not in metrics
+    # Counted by kind and outcome, whoever stored them.
+    assert 'gateway_inbound_deliveries_total{kind="standard",status="accepted"}' in metrics
 
 
 def test_refusals_reach_the_route_with_the_body_intact_and_are_kept(
     gw: Any, route_calls: list[str]
 ) -> None:
     p = gw.register()
-    assert _post(gw.client, p, _body(_code())).status_code == 202  # now cached
+    assert _post(gw.client, p, _body(_code())).status_code == 202
     body = _body(_code())
     forged = standard_webhook_headers("whsec_" + "A" * 44, body)
     r = gw.client.post(f"/v1/webhooks/{p['platform_id']}", content=body, headers=forged)
@@ -86,7 +101,8 @@ def test_refusals_reach_the_route_with_the_body_intact_and_are_kept(
     r = _post(gw.client, p, malformed)
     assert r.status_code in (400, 422)
     assert r.headers["content-type"] == "application/problem+json"
-    assert route_calls == [p["platform_id"]] * 3
+    # The group writer refused both without recording anything; the route recorded them.
+    assert route_calls == [p["platform_id"]] * 2
     rejected = gw.inbound(p["platform_id"], status="rejected")
     # The route stored exactly the bytes the fast path had read before handing them over.
     assert sorted(d["body_size"] for d in rejected) == sorted([len(body), len(malformed)])

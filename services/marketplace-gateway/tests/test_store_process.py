@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import create_engine, select, text
 
 from gateway.app import create_app
-from gateway.ingest import Ingestor, Pending, Receipt
+from gateway.ingest import Ingestor, NotPrepared, Pending, RawDelivery, Receipt
 from gateway.models import InboundDelivery
 from gateway.platforms import register_platform
 from gateway.settings import GatewaySettings
@@ -301,3 +301,27 @@ def test_the_app_stores_webhooks_through_its_store_process(limited: GatewaySetti
     finally:
         app.state.store.stop()
         app.state.engine.dispose()
+
+
+def test_raw_deliveries_are_verified_in_the_child_and_refusals_come_back_untouched(
+    platform, store
+) -> None:
+    ing, platform_id, secret = platform
+    body = json.dumps(
+        {"type": "order.updated", "timestamp": "2026-11-21T03:00:00Z", "data": sample_order("R1")}
+    ).encode()
+    good = RawDelivery(platform_id, standard_webhook_headers(secret, body), body)
+    forged = RawDelivery(
+        platform_id, standard_webhook_headers("whsec_" + "A" * 44, body, msg_id=_msg()), body
+    )
+    nowhere = RawDelivery("plt_missing", standard_webhook_headers(secret, body), body)
+    ok, bad, unknown = _commit(store, [good, forged, nowhere])
+    receipt = ok.result()
+    assert receipt.status == "accepted"
+    assert receipt.kind == "standard"
+    for fut in (bad, unknown):
+        with pytest.raises(NotPrepared):
+            fut.result()
+    with ing.factory() as s:
+        # Refusals are the route's to record: the child stored only the good one.
+        assert list(s.execute(select(InboundDelivery.status)).scalars()) == ["accepted"]

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, MetaData, create_engine, event, text
-from sqlalchemy.engine import Engine
+from sqlalchemy import DateTime, MetaData, Table, bindparam, create_engine, event, insert, text
+from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -124,3 +124,81 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
 def ping(engine: Engine) -> None:
     with engine.connect() as conn:
         conn.execute(text("SELECT 1"))
+
+
+class BulkInsert:
+    """`INSERT INTO table (columns)` for many rows at once through the driver's executemany.
+
+    The same statement SQLAlchemy would run, with the same bind processing per column (JSON,
+    UTC datetimes, each dialect's own), but compiled and looked up once per dialect instead of
+    per call and row: on the gateway's hot path SQLAlchemy's per-row parameter handling cost
+    more than SQLite spent inserting the rows. No RETURNING; rows are dicts keyed by column.
+    """
+
+    def __init__(self, table: Table, columns: Sequence[str]) -> None:
+        self.table = table
+        self.columns = tuple(columns)
+        self._compiled: dict[str, tuple[str, Any]] = {}
+        self._procs: dict[str, list[Any]] = {}
+
+    def execute(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+        if not rows:
+            return
+        sql, to_params = self._for(conn.dialect)
+        conn.exec_driver_sql(sql, [to_params(row) for row in rows])
+
+    def execute_returning(
+        self, conn: Connection, rows: Sequence[Mapping[str, Any]], returning: Sequence[str]
+    ) -> list[tuple[Any, ...]]:
+        """One multi-row INSERT ... RETURNING per 500 rows; the returned rows in no set order
+        (SQLite does not promise VALUES order), so return a column that identifies each row."""
+        dialect = conn.dialect
+        self._for(dialect)
+        procs = self._procs[dialect.name]
+        quote = dialect.identifier_preparer.quote
+        mark = "?" if dialect.paramstyle == "qmark" else "%s"
+        # Identifiers from the table's declaration, quoted by the dialect; values are bound.
+        columns = ", ".join(quote(c) for c in self.columns)
+        head = f"INSERT INTO {quote(self.table.name)} ({columns}) VALUES "  # noqa: S608
+        one = "(" + ", ".join([mark] * len(self.columns)) + ")"
+        tail = " RETURNING " + ", ".join(quote(c) for c in returning)
+        out: list[tuple[Any, ...]] = []
+        for start in range(0, len(rows), 500):
+            chunk = rows[start : start + 500]
+            params = [
+                row[c] if p is None else p(row[c])
+                for row in chunk
+                for c, p in zip(self.columns, procs, strict=True)
+            ]
+            sql = head + ", ".join([one] * len(chunk)) + tail
+            out.extend(tuple(r) for r in conn.exec_driver_sql(sql, tuple(params)))
+        return out
+
+    def _for(self, dialect: Dialect) -> tuple[str, Any]:
+        found = self._compiled.get(dialect.name)
+        if found is not None:
+            return found
+        stmt = insert(self.table).values({c: bindparam(c) for c in self.columns})
+        compiled = stmt.compile(dialect=dialect)
+        procs = {
+            c: self.table.c[c].type.dialect_impl(dialect).bind_processor(dialect)
+            for c in self.columns
+        }
+        self._procs[dialect.name] = [procs[c] for c in self.columns]
+        if compiled.positional:
+            order = [str(name) for name in compiled.positiontup or ()]
+            assert sorted(order) == sorted(self.columns), order
+            steps = [(c, procs[c]) for c in order]
+
+            def to_params(row: Mapping[str, Any]) -> Any:
+                return tuple(row[c] if p is None else p(row[c]) for c, p in steps)
+
+        else:
+            items = list(procs.items())
+
+            def to_params(row: Mapping[str, Any]) -> Any:
+                return {c: row[c] if p is None else p(row[c]) for c, p in items}
+
+        found = (str(compiled), to_params)
+        self._compiled[dialect.name] = found
+        return found

@@ -27,7 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
-from odr_shared.db import READ_ONLY, UTCDateTime, utcnow
+from odr_shared.db import READ_ONLY, BulkInsert, UTCDateTime, utcnow
 from odr_shared.events import CloudEvent
 from odr_shared.kafka import OutgoingMessage, send_all
 from odr_shared.metrics import OUTBOX_PUBLISHED
@@ -60,6 +60,11 @@ _outbox_metadata = MetaData()
 _OUTBOX = outbox_table(_outbox_metadata)
 
 
+_INSERT_MANY = BulkInsert(
+    _OUTBOX, ("event_id", "topic", "key", "event_type", "payload", "created_at")
+)
+
+
 def add_to_outbox(session: Session, topic: str, key: str, event: CloudEvent[Any]) -> None:
     """Queue an event in the caller's transaction. Nothing leaves until that transaction commits."""
     session.execute(
@@ -80,8 +85,9 @@ def add_many_to_outbox(
     if not rows:
         return
     now = utcnow()
-    session.execute(
-        insert(_OUTBOX),
+    conn = session.connection() if isinstance(session, Session) else session
+    _INSERT_MANY.execute(
+        conn,
         [
             {
                 "event_id": ev.id,

@@ -4,12 +4,13 @@ A marketplace at peak sends thousands of single-event webhooks a second. FastAPI
 (routing over every route, dependency solving, request and response objects, the exception
 middleware) cost a webhook as much CPU as the verification, mapping and storing it exists for.
 This ASGI middleware serves exactly one case itself: `POST /v1/webhooks/{platform_id}` with a
-declared body size under the limit, for a platform whose settings are cached, when the delivery
-verifies and maps. It then does what the route does (`Ingestor.prepare_cached`, the group
-writer) and answers what the route answers. Everything else (an uncached platform, a bad
-signature or body that must be recorded, oversize or chunked bodies, the batch endpoint, every
-other route) goes on to the documented FastAPI route with the body handed over unchanged, so
-refusals keep a single code path.
+declared body size under the limit, when the delivery verifies and maps. It reads the body and
+hands it as a `RawDelivery` to the group writer, which verifies, maps and stores it with its
+group (in the store process when there is one, so this event loop only speaks HTTP), and
+answers what the route answers. Everything else (an unknown platform, a bad signature or body
+that must be recorded, oversize or chunked bodies, the batch endpoint, every other route) goes
+on to the documented FastAPI route with the body handed over unchanged, so refusals keep a
+single code path.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.api import ack_response
-from gateway.ingest import Ingestor
+from gateway.ingest import Ingestor, NotPrepared, RawDelivery
 from odr_shared.problems import Problem, problem_response
 
 WEBHOOK_ROUTE = "/v1/webhooks/{platform_id}"
@@ -51,22 +52,31 @@ class WebhookFastPath:
         writer = ingestor.writer
         # The group writer waits a moment for deliveries being read, to store them together.
         writer.expect()
-        pending = None
+        submitted = False
         try:
             body, complete = await _read(receive, int(declared))
             if complete:
-                pending = ingestor.prepare_cached(match.group(1), headers, body)
+                # Verified and mapped by the group writer, with its group: in the store
+                # process when there is one, off this event loop.
+                stored = writer.submit_async(
+                    RawDelivery(match.group(1), headers, body), expected=True
+                )
+                submitted = True
         finally:
-            if pending is None:
+            if not submitted:
                 writer.unexpect()
-        if pending is None:
+        if not submitted:
             await self.app(scope, _replaying(body, complete, receive), send)
             return
-        stored = writer.submit_async(pending, expected=True)
         # The metrics middleware labels this request with the route's template, as if routed.
         scope["route"] = self._route or self._find_route(scope)
         try:
             receipt = await stored
+        except NotPrepared:
+            # Refused, or an unknown platform: the route answers and records it.
+            del scope["route"]
+            await self.app(scope, _replaying(body, True, receive), send)
+            return
         except Problem as exc:
             await problem_response(
                 exc.status,

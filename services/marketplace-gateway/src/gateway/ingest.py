@@ -32,7 +32,7 @@ from gateway.platforms import get_platform, platform_config
 from gateway.settings import GatewaySettings
 from gateway.signatures import SignatureError
 from odr_shared.crypto import DataCipher
-from odr_shared.db import utcnow
+from odr_shared.db import BulkInsert, utcnow
 from odr_shared.events import (
     ORDERS_TOPIC,
     Buyer,
@@ -73,11 +73,46 @@ _SEEN_EVENTS = select(_EVENTS.c.event_key).where(
 # SQLite cannot return a multi-row INSERT's generated ids in parameter order, so SQLAlchemy
 # runs an ordered RETURNING one row at a time there; returning each row's unique delivery key
 # with its id lets the rows go in one statement, matched back by key.
-_INSERT_DELIVERIES_BY_KEY = insert(_DELIVERIES).returning(
-    _DELIVERIES.c.id, _DELIVERIES.c.delivery_key
+_INSERT_DELIVERIES = BulkInsert(
+    _DELIVERIES,
+    (
+        "platform_id",
+        "delivery_key",
+        "source",
+        "http_status",
+        "headers",
+        "body_enc",
+        "body_size",
+        "replay_of",
+        "received_at",
+        "status",
+        "error",
+        "summary",
+        "order_id",
+        "event_id",
+    ),
 )
 _INSERT_DELIVERIES_ORDERED = insert(_DELIVERIES).returning(
     _DELIVERIES.c.id, sort_by_parameter_order=True
+)
+_INSERT_SNAPSHOTS = BulkInsert(
+    _SNAPSHOTS,
+    (
+        "order_id",
+        "platform_id",
+        "order_code",
+        "status",
+        "status_at",
+        "buyer_enc",
+        "seller",
+        "items",
+        "total_amount",
+        "currency",
+        "updated_at",
+    ),
+)
+_INSERT_EVENTS = BulkInsert(
+    _EVENTS, ("platform_id", "event_key", "delivery_id", "order_id", "event_id", "received_at")
 )
 _SNAPSHOTS_FOR_UPDATE = (
     select(_SNAPSHOTS)
@@ -132,6 +167,8 @@ class Receipt:
     duplicate: bool
     event_ids: list[str] = field(default_factory=list)
     summary: dict[str, int] = field(default_factory=dict)
+    # The platform's kind, for the API process's metrics when a store process stored it.
+    kind: str = field(default="", compare=False)
 
     def as_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -169,6 +206,31 @@ class Pending:
     @property
     def size(self) -> int:
         return max(1, len(self.mapping.updates))
+
+
+@dataclass
+class RawDelivery:
+    """A single webhook as received, for the group writer to verify and map with its group.
+
+    The hot path hands these over instead of a `Pending`, so verifying and mapping run where
+    the group is stored (the store process, when there is one) rather than on the event loop.
+    """
+
+    platform_id: str
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def size(self) -> int:
+        return 1
+
+
+# What the group writer takes: a delivery verified and mapped already, or one to verify.
+Item = Pending | RawDelivery
+
+
+class NotPrepared(Exception):
+    """A RawDelivery that did not verify or map (or names no platform): take the route."""
 
 
 class IncompleteOrder(Exception):
@@ -241,6 +303,31 @@ class Ingestor:
         if cached is None or time.monotonic() - cached[0] >= self.settings.platform_cache_ttl_s:
             return None
         _at, cfg, kind, notify = cached
+        return self._verified(platform_id, cfg, kind, notify, headers, body, batch=batch)
+
+    def prepare_unrecorded(self, raw: RawDelivery) -> Pending | None:
+        """`prepare` for the group writer: reads the platform (cached) but records nothing.
+
+        None when the delivery is refused or the platform unknown: the request then takes the
+        documented route, which verifies again and records the refusal.
+        """
+        try:
+            cfg, kind, notify = self.platform_settings(raw.platform_id)
+        except Problem:
+            return None
+        return self._verified(raw.platform_id, cfg, kind, notify, raw.headers, raw.body)
+
+    def _verified(
+        self,
+        platform_id: str,
+        cfg: PlatformConfig,
+        kind: str,
+        notify: bool,
+        headers: MappingABC[str, str],
+        body: bytes,
+        *,
+        batch: bool = False,
+    ) -> Pending | None:
         if batch and kind != "standard":
             return None
         adapter = ADAPTERS[kind]
@@ -481,7 +568,7 @@ class Ingestor:
 
     # -- group commit ------------------------------------------------------------------------
 
-    def commit_group(self, group: list[tuple[Pending, Future[Receipt]]]) -> None:
+    def commit_group(self, group: list[tuple[Item, Future[Receipt]]]) -> None:
         """Store a group of verified deliveries in one transaction, then answer each of them.
 
         Each answer comes only after the transaction holding its delivery and outbox rows
@@ -490,7 +577,15 @@ class Ingestor:
         Later copies of a delivery key already in the group are stored after it, one by one,
         so they see the first copy and answer as duplicates.
         """
-        live = [(p, f) for p, f in group if f.set_running_or_notify_cancel()]
+        live: list[tuple[Pending, Future[Receipt]]] = []
+        for entry, fut in group:
+            if not fut.set_running_or_notify_cancel():
+                continue
+            prepared = self.prepare_unrecorded(entry) if isinstance(entry, RawDelivery) else entry
+            if prepared is None:
+                fut.set_exception(NotPrepared())
+                continue
+            live.append((prepared, fut))
         firsts: set[tuple[str, str]] = set()
         bulk: list[tuple[Pending, Future[Receipt]]] = []
         later: list[tuple[Pending, Future[Receipt]]] = []
@@ -519,10 +614,13 @@ class Ingestor:
                     fut.set_exception(outcome)
                 else:
                     INBOUND_DELIVERIES.labels(pending.kind, outcome.status).inc()
+                    outcome.kind = pending.kind
                     fut.set_result(outcome)
         for pending, fut in later:
             try:
-                fut.set_result(self._store_one(pending))
+                receipt = self._store_one(pending)
+                receipt.kind = pending.kind
+                fut.set_result(receipt)
             except BaseException as exc:  # noqa: BLE001 - handed to the waiting request
                 fut.set_exception(exc)
 
@@ -871,7 +969,7 @@ class Ingestor:
                 row.setdefault("buyer_enc", existing.buyer_enc)
                 changed_rows.append({f"b_{k}": v for k, v in row.items()} | {"b_order_id": oid})
         if new_rows:
-            conn.execute(insert(_SNAPSHOTS), new_rows)
+            _INSERT_SNAPSHOTS.execute(conn, new_rows)
         if changed_rows:
             conn.execute(_UPDATE_SNAPSHOT, changed_rows)
         return per_ref, merged
@@ -889,8 +987,8 @@ class Ingestor:
         """The marketplace events seen (the dedup keys) and the order events to publish."""
         if not merged:
             return
-        conn.execute(
-            insert(_EVENTS),
+        _INSERT_EVENTS.execute(
+            conn,
             [
                 {
                     "platform_id": platform_id,
@@ -1024,7 +1122,7 @@ class GroupWriter:
         self.max_updates = max_updates
         self.idle_s = idle_s
         self.gather_s = gather_s
-        self._queue: deque[tuple[Pending, Future[Receipt]]] = deque()
+        self._queue: deque[tuple[Item, Future[Receipt]]] = deque()
         self._queued_updates = 0
         self._expected = 0
         self._cond = threading.Condition()
@@ -1046,7 +1144,7 @@ class GroupWriter:
 
     def submit(
         self,
-        pending: Pending,
+        pending: Item,
         *,
         expected: bool = False,
         waiter: _Waiter | None = None,
@@ -1066,14 +1164,14 @@ class GroupWriter:
                 self._cond.notify()
         return fut
 
-    def submit_async(self, pending: Pending, *, expected: bool = False) -> asyncio.Future[Receipt]:
+    def submit_async(self, pending: Item, *, expected: bool = False) -> asyncio.Future[Receipt]:
         """`submit` for a coroutine: the answer arrives on its event loop with the group's."""
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[Receipt] = loop.create_future()
         self.submit(pending, expected=expected, waiter=(loop, waiter))
         return waiter
 
-    def _settle(self, group: list[tuple[Pending, Future[Receipt]]]) -> None:
+    def _settle(self, group: list[tuple[Item, Future[Receipt]]]) -> None:
         by_loop: dict[asyncio.AbstractEventLoop, list[_Settled]] = {}
         with self._cond:
             for _p, fut in group:
@@ -1088,7 +1186,7 @@ class GroupWriter:
                 # the writer thread must live on for the other loops' requests.
                 log.info("group settled after its event loop closed", extra={"size": len(pairs)})
 
-    def _take(self) -> list[tuple[Pending, Future[Receipt]]]:
+    def _take(self) -> list[tuple[Item, Future[Receipt]]]:
         with self._cond:
             if not self._queue:
                 self._cond.wait(self.idle_s)
@@ -1101,7 +1199,7 @@ class GroupWriter:
                 if left <= 0:
                     break
                 self._cond.wait(left)
-            group: list[tuple[Pending, Future[Receipt]]] = []
+            group: list[tuple[Item, Future[Receipt]]] = []
             size = 0
             while self._queue and (not group or size + self._queue[0][0].size <= self.max_updates):
                 item = self._queue.popleft()
@@ -1129,7 +1227,7 @@ class GroupWriter:
                 self._settle(group)
 
 
-_Group = list[tuple["Pending", Future[Receipt]]]
+_Group = list[tuple["Item", Future[Receipt]]]
 
 
 class GroupStore(Protocol):
@@ -1182,7 +1280,8 @@ def _insert_deliveries(conn: Connection, rows: list[dict[str, Any]]) -> list[int
     keys = [row["delivery_key"] for row in rows]
     if all(keys):
         # Keys are unique here: commit_group stores later copies of a key after the first.
-        ids = dict((key, id_) for id_, key in conn.execute(_INSERT_DELIVERIES_BY_KEY, rows))
+        returned = _INSERT_DELIVERIES.execute_returning(conn, rows, ("id", "delivery_key"))
+        ids = dict((key, id_) for id_, key in returned)
         return [ids[key] for key in keys]
     return list(conn.execute(_INSERT_DELIVERIES_ORDERED, rows).scalars())
 

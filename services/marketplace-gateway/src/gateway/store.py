@@ -30,12 +30,13 @@ from concurrent.futures import Future
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
+from gateway.ingest import NotPrepared
 from gateway.metrics import INBOUND_DELIVERIES
 from gateway.settings import GatewaySettings
 from odr_shared.problems import Problem
 
 if TYPE_CHECKING:
-    from gateway.ingest import Pending, Receipt
+    from gateway.ingest import Item, Receipt
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ _READY = b"ready"
 _STOP = b"stop"
 # What a group's items come back as: (True, Receipt) or (False, the exception to raise).
 _Outcome = tuple[bool, Any]
-_Group = list[tuple["Pending", "Future[Receipt]"]]
+_Group = list[tuple["Item", "Future[Receipt]"]]
 
 
 class StoreUnavailable(Problem):
@@ -238,9 +239,9 @@ class _Channel:
             if len(outcomes) != len(live):
                 _fail(live, StoreUnavailable("the store process answered out of step; retry"))
             else:
-                for (pending, fut), (ok, value) in zip(live, outcomes, strict=True):
+                for (_item, fut), (ok, value) in zip(live, outcomes, strict=True):
                     if ok:
-                        INBOUND_DELIVERIES.labels(pending.kind, value.status).inc()
+                        INBOUND_DELIVERIES.labels(value.kind or "unknown", value.status).inc()
                         fut.set_result(value)
                     else:
                         fut.set_exception(value)
@@ -316,8 +317,8 @@ def serve(conn: Connection, settings: GatewaySettings) -> None:
             if data == _STOP:
                 return
             busy = True
-            pendings: list[Pending] = pickle.loads(data)  # noqa: S301 - from our parent only
-            conn.send_bytes(pickle.dumps(_commit(ingestor, pendings), pickle.HIGHEST_PROTOCOL))
+            items: list[Item] = pickle.loads(data)  # noqa: S301 - from our parent only
+            conn.send_bytes(pickle.dumps(_commit(ingestor, items), pickle.HIGHEST_PROTOCOL))
             busy = False
             if stopping:
                 return
@@ -325,8 +326,8 @@ def serve(conn: Connection, settings: GatewaySettings) -> None:
         engine.dispose()
 
 
-def _commit(ingestor: Any, pendings: Sequence[Pending]) -> list[_Outcome]:
-    group: list[tuple[Pending, Future[Receipt]]] = [(p, Future()) for p in pendings]
+def _commit(ingestor: Any, items: Sequence[Item]) -> list[_Outcome]:
+    group: list[tuple[Item, Future[Receipt]]] = [(i, Future()) for i in items]
     try:
         ingestor.commit_group(group)
     except BaseException as exc:  # noqa: BLE001 - answered to every waiting request
@@ -341,8 +342,9 @@ def _commit(ingestor: Any, pendings: Sequence[Pending]) -> list[_Outcome]:
 
 
 def _portable(exc: BaseException) -> BaseException:
-    """Problems cross as they are; anything else as a StoreFailed naming it (logged here)."""
-    if isinstance(exc, Problem):
+    """Problems, and NotPrepared (which sends the request to the route), cross as they are;
+    anything else as a StoreFailed naming it (logged here)."""
+    if isinstance(exc, Problem | NotPrepared):
         return exc
     log.error(
         "storing a delivery failed",
