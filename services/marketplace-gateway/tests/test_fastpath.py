@@ -30,6 +30,18 @@ def _post(client: Any, platform: dict[str, Any], body: bytes, **kw: Any) -> Any:
     return client.post(f"/v1/webhooks/{platform['platform_id']}", content=body, headers=headers)
 
 
+def _accepted_webhooks(metrics: str) -> float:
+    """The process-wide count of 202 answers labelled with the webhook route's template."""
+    series = (
+        'odr_http_requests_total{method="POST",route="/v1/webhooks/{platform_id}",'
+        'service="gateway",status="202"} '
+    )
+    for line in metrics.splitlines():
+        if line.startswith(series):
+            return float(line[len(series) :])
+    return 0.0
+
+
 @pytest.fixture
 def route_calls(client: Any, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Platform ids the FastAPI route prepared (the fast path prepares nothing itself: the
@@ -53,6 +65,7 @@ def test_valid_deliveries_are_served_by_the_fast_path_with_the_routes_answer(
     gw: Any, route_calls: list[str]
 ) -> None:
     p = gw.register()
+    before = _accepted_webhooks(gw.client.get("/metrics").text)
     # Not cached in this process yet: the group writer reads the platform itself.
     first = _post(gw.client, p, _body(_code()))
     body = _body(_code())
@@ -81,7 +94,8 @@ def test_valid_deliveries_are_served_by_the_fast_path_with_the_routes_answer(
     assert events[1]["event"]["id"] == second.json()["event_id"]
     assert events[1]["event"]["data"]["delivery_id"] == str(second.json()["delivery_id"])
     metrics = gw.client.get("/metrics").text
-    assert 'route="/v1/webhooks/{platform_id}"' in metrics
+    # All four under the route's template, the three the fast path served included.
+    assert _accepted_webhooks(metrics) - before == 4
     assert f"/v1/webhooks/{p['platform_id']}" not in metrics
     # Counted by kind and outcome, whoever stored them.
     assert 'gateway_inbound_deliveries_total{kind="standard",status="accepted"}' in metrics
@@ -141,3 +155,24 @@ def test_a_rate_limited_delivery_gets_the_same_problem_from_the_fast_path(
     assert problem["status"] == 429
     assert problem["instance"] == f"/v1/webhooks/{p['platform_id']}"
     assert "rate limit webhooks" in problem["detail"]
+
+
+def test_an_unexpected_error_on_the_fast_path_is_a_500_problem(
+    gw: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Served ahead of FastAPI's error middleware, the fast path answers as the app would."""
+    p = gw.register()
+    ingestor = gw.client.app.state.ingestor
+
+    def broken(group: Any) -> None:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(ingestor, "commit_group", broken)
+    r = _post(gw.client, p, _body(_code()))
+    assert r.status_code == 500
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.json()["detail"] == "an unexpected error occurred"
+    assert "disk on fire" not in r.text
+    metrics = gw.client.get("/metrics").text
+    print([m for m in metrics.splitlines() if "requests_total{" in m])
+    assert 'route="/v1/webhooks/{platform_id}",service="gateway",status="500"' in metrics

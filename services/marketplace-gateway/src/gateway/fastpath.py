@@ -15,8 +15,9 @@ single code path.
 
 from __future__ import annotations
 
+import logging
 import re
-from typing import Any
+from types import SimpleNamespace
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -24,14 +25,18 @@ from gateway.api import ack_response
 from gateway.ingest import Ingestor, NotPrepared, RawDelivery
 from odr_shared.problems import Problem, problem_response
 
+log = logging.getLogger(__name__)
+
 WEBHOOK_ROUTE = "/v1/webhooks/{platform_id}"
 _WEBHOOK_PATH = re.compile(r"/v1/webhooks/([^/]+)")
+# What the metrics middleware reads of a routed request's scope["route"]: its template. (The
+# route object itself sits inside FastAPI's included routers, built lazily.)
+_ROUTE_LABEL = SimpleNamespace(path=WEBHOOK_ROUTE)
 
 
 class WebhookFastPath:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self._route: Any = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
@@ -69,7 +74,7 @@ class WebhookFastPath:
             await self.app(scope, _replaying(body, complete, receive), send)
             return
         # The metrics middleware labels this request with the route's template, as if routed.
-        scope["route"] = self._route or self._find_route(scope)
+        scope["route"] = _ROUTE_LABEL
         try:
             receipt = await stored
         except NotPrepared:
@@ -88,16 +93,17 @@ class WebhookFastPath:
                 **exc.extensions,
             )(scope, receive, send)
             return
+        except Exception:
+            # Served ahead of FastAPI's error middleware: answer as the app's handler would.
+            log.exception("unhandled error", extra={"path": scope["path"]})
+            await problem_response(
+                500,
+                "Internal Server Error",
+                "an unexpected error occurred",
+                instance=scope["path"],
+            )(scope, receive, send)
+            return
         await ack_response(receipt.http_status, receipt.as_json())(scope, receive, send)
-
-    def _find_route(self, scope: Scope) -> Any:
-        for route in scope["app"].routes:
-            if getattr(route, "path", None) == WEBHOOK_ROUTE and "POST" in getattr(
-                route, "methods", ()
-            ):
-                self._route = route
-                break
-        return self._route
 
 
 async def _read(receive: Receive, declared: int) -> tuple[bytes, bool]:
