@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 
 from sqlalchemy import Column, Integer, MetaData, String, Table, bindparam, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -78,7 +79,9 @@ def too_many(limit: Limit, now: float | None = None) -> Problem:
     )
 
 
-def hit_many(session: Session, limit: Limit, key: str, count: int, now: float | None = None) -> int:
+def hit_many(
+    session: Session | Connection, limit: Limit, key: str, count: int, now: float | None = None
+) -> int:
     """Count up to `count` hits in one statement pair; returns how many fit in the window.
 
     The same count as `count` calls of `hit` (a refused hit is not counted), for callers that

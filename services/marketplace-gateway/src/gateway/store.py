@@ -112,6 +112,17 @@ class StoreProcess:
 
     # -- GroupStore --------------------------------------------------------------------------
 
+    sends_from_loop = True
+
+    def send_now(
+        self, group: _Group, settle: Callable[[_Group], None], on_room: Callable[[], object]
+    ) -> str:
+        """For an event loop: send if the child is up and has room, never wait or spawn."""
+        channel = self._channel
+        if channel is None or not channel.usable():
+            return "unavailable"
+        return channel.try_send(group, settle, depth=self.depth, on_room=on_room)
+
     def wait_for_room(self) -> None:
         channel = self._channel
         if channel is not None:
@@ -182,6 +193,9 @@ class _Channel:
         self._cond = threading.Condition()
         self._in_flight: deque[tuple[_Group, _Group, Callable[[_Group], None]]] = deque()
         self._broken = False
+        self._send_lock = threading.Lock()
+        # Event loops whose batch waits for room: called (once each) when a group is answered.
+        self._on_room: list[Callable[[], object]] = []
         self._reader = threading.Thread(target=self._read, name="gateway-store-reader", daemon=True)
         self._reader.start()
 
@@ -195,10 +209,41 @@ class _Channel:
                 self._cond.wait()
 
     def send(self, live: _Group, group: _Group, settle: Callable[[_Group], None]) -> None:
+        """For the group writer's thread, which waited for room already."""
+        with self._send_lock:
+            with self._cond:
+                if self._broken:
+                    raise StoreUnavailable("the store process is gone; retry")
+            self._send_locked(live, group, settle)
+
+    def try_send(
+        self,
+        group: _Group,
+        settle: Callable[[_Group], None],
+        *,
+        depth: int,
+        on_room: Callable[[], object],
+    ) -> str:
+        """For an event loop: send now if there is room, else call `on_room` when there is."""
+        with self._send_lock:
+            with self._cond:
+                if self._broken:
+                    return "unavailable"
+                if len(self._in_flight) >= depth:
+                    self._on_room.append(on_room)
+                    return "wait"
+            live = [(p, f) for p, f in group if f.set_running_or_notify_cancel()]
+            if not live:
+                settle(group)
+                return "sent"
+            self._send_locked(live, group, settle)
+            return "sent"
+
+    def _send_locked(self, live: _Group, group: _Group, settle: Callable[[_Group], None]) -> None:
+        # One sender at a time (the writer's thread, event loops): the pipe's order is the
+        # order of `_in_flight`, which is how answers find their group.
         data = pickle.dumps([p for p, _f in live], protocol=pickle.HIGHEST_PROTOCOL)
         with self._cond:
-            if self._broken:
-                raise StoreUnavailable("the store process is gone; retry")
             # Queued before it is sent: the answer cannot overtake its entry.
             self._in_flight.append((live, group, settle))
         try:
@@ -236,6 +281,7 @@ class _Channel:
             with self._cond:
                 live, group, settle = self._in_flight.popleft()
                 self._cond.notify_all()
+                waiting, self._on_room = self._on_room, []
             if len(outcomes) != len(live):
                 _fail(live, StoreUnavailable("the store process answered out of step; retry"))
             else:
@@ -246,6 +292,7 @@ class _Channel:
                     else:
                         fut.set_exception(value)
             settle(group)
+            _call_each(waiting)
 
     def _fail_all(self, exc: BaseException) -> None:
         with self._cond:
@@ -253,6 +300,7 @@ class _Channel:
             lost = list(self._in_flight)
             self._in_flight.clear()
             self._cond.notify_all()
+            waiting, self._on_room = self._on_room, []
         if lost:
             # Died mid-group: each transaction either committed (a retry answers duplicate) or
             # rolled back (a retry stores it). Either way the sender may retry.
@@ -267,6 +315,15 @@ class _Channel:
         for live, group, settle in lost:
             _fail(live, StoreUnavailable("the delivery could not be confirmed as stored; retry"))
             settle(group)
+        _call_each(waiting)  # the loops' batches go to the group writer's thread, which restarts us
+
+
+def _call_each(callbacks: list[Callable[[], object]]) -> None:
+    for callback in callbacks:
+        try:
+            callback()
+        except RuntimeError:  # that event loop has closed: nobody is waiting on it
+            log.info("store answered after an event loop closed")
 
 
 class _NothingToDo(Exception):
