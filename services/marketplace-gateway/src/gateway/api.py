@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from gateway import outbound, platforms
 from gateway.adapters.standard import CanonicalOrder
 from gateway.domain import PLATFORM_KINDS
-from gateway.ingest import Ingestor, body_preview, list_inbound
+from gateway.ingest import Ingestor, NotPrepared, RawDelivery, body_preview, list_inbound
 from gateway.models import ApiClient, InboundDelivery, Platform
 from gateway.settings import GatewaySettings
 from odr_shared.auth import AdminParty, CurrentParty, Party
@@ -348,8 +348,15 @@ async def webhook_batch(platform_id: str, request: Request) -> Response:
     body = await _read_body(request, platform_id, settings.max_batch_body_bytes)
     headers = {k.lower(): v for k, v in request.headers.items()}
     ingestor = _ingestor(request)
-    pending = await run_in_threadpool(ingestor.prepare, platform_id, headers, body, batch=True)
-    receipt = await asyncio.wrap_future(ingestor.writer.submit(pending))
+    try:
+        # Verified and mapped where it is stored (the store process, when there is one).
+        receipt = await ingestor.writer.submit_async(
+            RawDelivery(platform_id, headers, body, batch=True)
+        )
+    except NotPrepared:
+        # Refused (or no such platform): verified again here, where the refusal is recorded.
+        pending = await run_in_threadpool(ingestor.prepare, platform_id, headers, body, batch=True)
+        receipt = await asyncio.wrap_future(ingestor.writer.submit(pending))
     return JSONResponse(receipt.as_json(), status_code=202)
 
 

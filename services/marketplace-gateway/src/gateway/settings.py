@@ -33,6 +33,11 @@ class GatewaySettings(ServiceSettings):
     outbound_poll_interval_s: float = 0.5
     outbound_concurrency: int = 4
     outbound_lease_s: int = 120
+    # Outbox rows the relay publishes per round. A backfill arrives 1,000 events per batch;
+    # at 500 per round the relay waited for SQLite's write lock (held by the store's 1,000-event
+    # transactions) twice per batch to mark rows sent: 2,000 took the batch bench from 0.44
+    # to 0.49 of a bare producer.
+    outbox_batch_size: int = 2000
     # Store webhook deliveries in a child process of each API process (see gateway/store.py),
     # so storing and serving HTTP use two cores; off, a thread of the API process stores them.
     store_process: bool = True

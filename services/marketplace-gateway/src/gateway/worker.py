@@ -23,7 +23,11 @@ def build_parts(
     cipher = DataCipher(settings.data_encryption_key)
     producer = make_producer(settings.kafka_bootstrap_servers, "gateway-relay")
     relay = OutboxRelay(
-        engine, producer, poll_interval_s=settings.outbox_poll_interval_s, name="gateway"
+        engine,
+        producer,
+        poll_interval_s=settings.outbox_poll_interval_s,
+        batch_size=settings.outbox_batch_size,
+        name="gateway",
     )
     consumer = EventConsumer(
         settings=settings,
