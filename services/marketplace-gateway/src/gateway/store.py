@@ -4,9 +4,9 @@ Profiled under load, the API process spent about half of its CPU in the group wr
 (two Fernet encryptions per delivery, the CloudEvent, SQLAlchemy, SQLite) and the other half
 on the event loop (HTTP, signature, mapping). One process runs one of them at a time, so the
 API was bound at one core while the machine had another mostly idle. With the store process,
-the event loop verifies and maps, the group writer's thread sends each group here and waits
-(without the GIL) for the answers, and this process stores the group with the very same
-`Ingestor.commit_group`: one transaction per group, each answer only after its commit.
+the event loop reads the requests and sends each turn's deliveries here as bytes; this
+process verifies, maps and stores them with the very same `Ingestor.commit_group`: one
+transaction per group, each answer only after its commit.
 
 One store process per API process (uvicorn worker), started with the app. If it dies, the
 group in flight is answered 503 (the marketplace retries; a delivery committed before the
@@ -68,9 +68,11 @@ class StoreProcess:
     """A `GroupStore` that runs `Ingestor.commit_group` in a child process.
 
     Up to `depth` groups are in flight: while the child stores one, the next is already in
-    its pipe, and the group writer gathers a third from the requests arriving meanwhile. A
-    reader thread settles each group's futures in order as the child answers. The group
-    writer's thread is the only caller of `wait_for_room` and `commit`.
+    its pipe, and a third gathers from the requests arriving meanwhile. Event loops hand
+    their groups over themselves (`send_now`, never blocking); the group writer's thread
+    (sync callers, and whatever arrives while the child is not up) uses `wait_for_room` and
+    `commit`, which starts the child when needed. A reader thread settles each group's
+    futures in order as the child answers.
     """
 
     def __init__(
@@ -214,7 +216,8 @@ class _Channel:
             with self._cond:
                 if self._broken:
                     raise StoreUnavailable("the store process is gone; retry")
-            self._send_locked(live, group, settle)
+            if not self._send_locked(live, group, settle):
+                raise StoreUnavailable("the store process is gone; retry")
 
     def try_send(
         self,
@@ -233,24 +236,32 @@ class _Channel:
                     self._on_room.append(on_room)
                     return "wait"
             live = [(p, f) for p, f in group if f.set_running_or_notify_cancel()]
-            if not live:
+            if live and not self._send_locked(live, group, settle):
+                _fail(live, StoreUnavailable("the store process is gone; retry"))
                 settle(group)
-                return "sent"
-            self._send_locked(live, group, settle)
+            elif not live:
+                settle(group)
             return "sent"
 
-    def _send_locked(self, live: _Group, group: _Group, settle: Callable[[_Group], None]) -> None:
+    def _send_locked(self, live: _Group, group: _Group, settle: Callable[[_Group], None]) -> bool:
+        """False if the channel broke first (nothing was queued or sent)."""
         # One sender at a time (the writer's thread, event loops): the pipe's order is the
         # order of `_in_flight`, which is how answers find their group.
         data = pickle.dumps([p for p, _f in live], protocol=pickle.HIGHEST_PROTOCOL)
         with self._cond:
+            if self._broken:
+                return False
             # Queued before it is sent: the answer cannot overtake its entry.
             self._in_flight.append((live, group, settle))
         try:
             self.conn.send_bytes(data)
-        except (OSError, ValueError):
-            # The reader sees the pipe close too and fails everything in flight, this included.
+        except (OSError, ValueError) as exc:
+            # The reader sees the pipe close too and fails everything in flight, this
+            # included; if it has stopped already, that falls to us.
             self.proc.kill()
+            if not self._reader.is_alive():
+                self._fail_all(exc)
+        return True
 
     def close(self, *, graceful: bool) -> None:
         if graceful:
@@ -268,6 +279,7 @@ class _Channel:
             self.proc.join(5)
         # The child is gone: the reader has read end-of-file, or will now.
         self._reader.join(5)
+        self._fail_all(EOFError("channel closed"))  # nothing stays waiting on a closed channel
         self.conn.close()
 
     def _read(self) -> None:
