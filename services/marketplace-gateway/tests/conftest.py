@@ -210,3 +210,57 @@ def wait_until(fn: Any, timeout_s: float = 20.0, step: Any = None) -> Any:
 @pytest.fixture
 def until() -> Any:
     return wait_until
+
+
+@pytest.fixture
+def store_commit() -> Any:
+    """Hand a group of deliveries to a store (as the group writer does) and wait until it is
+    settled; returns each delivery's future, done."""
+    from concurrent.futures import Future
+
+    def run(store: Any, items: list[Any], timeout_s: float = 60) -> list[Future[Any]]:
+        group: list[tuple[Any, Future[Any]]] = [(item, Future()) for item in items]
+        settled = threading.Event()
+        settled_with: list[Any] = []
+
+        def settle(g: Any) -> None:
+            settled_with.append(g)
+            settled.set()
+
+        store.wait_for_room()
+        store.commit(group, settle)
+        assert settled.wait(timeout_s), "the group was never settled"
+        assert settled_with == [group]
+        assert all(f.done() for _i, f in group)
+        return [f for _i, f in group]
+
+    return run
+
+
+@pytest.fixture
+def ingestor(settings: GatewaySettings) -> Iterator[Any]:
+    """An Ingestor on the test database (3 webhooks per window) and a standard platform:
+    (ingestor, platform_id, webhook_secret)."""
+    from gateway.ingest import Ingestor
+    from gateway.platforms import register_platform
+    from odr_shared.crypto import DataCipher
+    from odr_shared.db import make_engine, make_session_factory
+
+    engine = make_engine(settings.database_url)
+    cipher = DataCipher(settings.data_encryption_key)
+    ing = Ingestor(
+        make_session_factory(engine), cipher, settings.model_copy(update={"webhook_rate_limit": 3})
+    )
+    with ing.factory() as s, s.begin():
+        created = register_platform(
+            s,
+            cipher,
+            name="Group",
+            kind="standard",
+            signing_secret=None,
+            app_key=None,
+            push_url=None,
+            outbound_url=None,
+        )
+    yield ing, created.platform_id, created.webhook_secret
+    engine.dispose()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import replace
 from typing import Any
@@ -13,43 +15,16 @@ from sqlalchemy import select, text
 
 from gateway.ingest import Ingestor, Pending, Receipt
 from gateway.models import InboundDelivery, InboundEvent
-from gateway.platforms import register_platform
-from gateway.settings import GatewaySettings
-from odr_shared.crypto import DataCipher
-from odr_shared.db import make_engine, make_session_factory
+from gateway.store import StoreProcess
 from odr_shared.outbox import pending_count
 from odr_shared.problems import Problem
-from odr_shared.testing import sample_order, standard_webhook_headers
-
-
-@pytest.fixture
-def ingestor(settings: GatewaySettings) -> Any:
-    engine = make_engine(settings.database_url)
-    cipher = DataCipher(settings.data_encryption_key)
-    ing = Ingestor(
-        make_session_factory(engine), cipher, settings.model_copy(update={"webhook_rate_limit": 3})
-    )
-    with ing.factory() as s, s.begin():
-        created = register_platform(
-            s,
-            cipher,
-            name="Group",
-            kind="standard",
-            signing_secret=None,
-            app_key=None,
-            push_url=None,
-            outbound_url=None,
-        )
-    yield ing, created.platform_id, created.webhook_secret
-    engine.dispose()
+from odr_shared.testing import sample_order, standard_order_body, standard_webhook_headers
 
 
 def _pending(
     ing: Ingestor, platform_id: str, secret: str, order: dict[str, Any], msg_id: str
 ) -> Pending:
-    body = json.dumps(
-        {"type": "order.updated", "timestamp": "2026-11-21T03:00:00Z", "data": order}
-    ).encode()
+    body = standard_order_body(order)
     return ing.prepare(platform_id, standard_webhook_headers(secret, body, msg_id=msg_id), body)
 
 
@@ -59,8 +34,26 @@ def _commit(ing: Ingestor, pendings: list[Pending]) -> list[Future[Receipt]]:
     return [f for _p, f in group]
 
 
+@pytest.fixture(params=["in-process", "store-process"])
+def commit(request: pytest.FixtureRequest, ingestor: Any, store_commit: Any) -> Iterator[Any]:
+    """A group stored by the writer's own thread, or by a store process (gateway/store.py):
+    the same outcomes either way, problems included."""
+    ing = ingestor[0]
+    if request.param == "in-process":
+        yield lambda pendings: _commit(ing, pendings)
+        return
+    store = StoreProcess(ing.settings)
+    store.start()
+    assert store.pid is not None
+    assert store.pid != os.getpid()
+    try:
+        yield lambda pendings: store_commit(store, pendings)
+    finally:
+        store.stop()
+
+
 def test_a_bad_item_fails_alone_twins_answer_as_duplicates_and_the_rate_limit_counts_each(
-    ingestor,
+    ingestor, commit
 ) -> None:
     ing, platform_id, secret = ingestor
     good_id = f"msg_{uuid.uuid4().hex}"
@@ -75,7 +68,7 @@ def test_a_bad_item_fails_alone_twins_answer_as_duplicates_and_the_rate_limit_co
     twin = _pending(ing, platform_id, secret, sample_order("GRP-1"), good_id)
     over = _pending(ing, platform_id, secret, sample_order("GRP-3"), f"msg_{uuid.uuid4().hex}")
 
-    first, bad, copy, limited = _commit(ing, [good, incomplete, twin, over])
+    first, bad, copy, limited = commit([good, incomplete, twin, over])
 
     receipt = first.result()
     assert receipt.status == "accepted"
@@ -94,6 +87,7 @@ def test_a_bad_item_fails_alone_twins_answer_as_duplicates_and_the_rate_limit_co
     with pytest.raises(Problem) as exc:
         limited.result()
     assert exc.value.status == 429
+    assert int(exc.value.headers["Retry-After"]) >= 1
     with ing.factory() as s:
         rows = (
             s.execute(select(InboundDelivery.status).order_by(InboundDelivery.id)).scalars().all()

@@ -21,42 +21,24 @@ from sqlalchemy import create_engine, select, text
 from gateway.app import create_app
 from gateway.ingest import Ingestor, NotPrepared, Pending, RawDelivery, Receipt
 from gateway.models import InboundDelivery
-from gateway.platforms import register_platform
 from gateway.settings import GatewaySettings
 from gateway.store import StoreProcess
 from odr_shared.auth import TokenService
-from odr_shared.crypto import DataCipher
-from odr_shared.db import make_engine, make_session_factory
-from odr_shared.outbox import pending_count
 from odr_shared.problems import Problem
-from odr_shared.testing import sample_order, standard_webhook_headers
+from odr_shared.testing import sample_order, standard_order_body, standard_webhook_headers
 
 Group = list[tuple[Pending, Future[Receipt]]]
 
 
 @pytest.fixture
-def limited(settings: GatewaySettings) -> GatewaySettings:
-    return settings.model_copy(update={"webhook_rate_limit": 3, "store_process": True})
+def limited(ingestor: Any) -> GatewaySettings:
+    settings: GatewaySettings = ingestor[0].settings
+    return settings.model_copy(update={"store_process": True})
 
 
 @pytest.fixture
-def platform(limited: GatewaySettings) -> Iterator[tuple[Ingestor, str, str]]:
-    engine = make_engine(limited.database_url)
-    cipher = DataCipher(limited.data_encryption_key)
-    ing = Ingestor(make_session_factory(engine), cipher, limited)
-    with ing.factory() as s, s.begin():
-        created = register_platform(
-            s,
-            cipher,
-            name="Store",
-            kind="standard",
-            signing_secret=None,
-            app_key=None,
-            push_url=None,
-            outbound_url=None,
-        )
-    yield ing, created.platform_id, created.webhook_secret
-    engine.dispose()
+def platform(ingestor: Any) -> Any:
+    return ingestor
 
 
 @pytest.fixture
@@ -70,79 +52,12 @@ def store(limited: GatewaySettings) -> Iterator[StoreProcess]:
 def _pending(
     ing: Ingestor, platform_id: str, secret: str, order: dict[str, Any], msg_id: str
 ) -> Pending:
-    body = json.dumps(
-        {"type": "order.updated", "timestamp": "2026-11-21T03:00:00Z", "data": order}
-    ).encode()
+    body = standard_order_body(order)
     return ing.prepare(platform_id, standard_webhook_headers(secret, body, msg_id=msg_id), body)
-
-
-def _commit(
-    store: StoreProcess, pendings: list[Pending], timeout_s: float = 60
-) -> list[Future[Receipt]]:
-    """Hand a group to the store, as the group writer does; wait until it is settled."""
-    group: Group = [(p, Future()) for p in pendings]
-    settled = threading.Event()
-    settled_with: list[Group] = []
-
-    def settle(g: Group) -> None:
-        settled_with.append(g)
-        settled.set()
-
-    store.wait_for_room()
-    store.commit(group, settle)
-    assert settled.wait(timeout_s), "the group was never settled"
-    assert settled_with == [group]
-    assert all(f.done() for _p, f in group)
-    return [f for _p, f in group]
 
 
 def _msg() -> str:
     return f"msg_{uuid.uuid4().hex}"
-
-
-def test_a_group_is_stored_by_a_child_process_with_every_outcome_intact(platform, store) -> None:
-    ing, platform_id, secret = platform
-    good_id = _msg()
-    good = _pending(ing, platform_id, secret, sample_order("STO-1"), good_id)
-    incomplete = _pending(
-        ing,
-        platform_id,
-        secret,
-        {"order_code": "STO-2", "status": "paid", "status_at": "2026-11-21T03:00:00Z"},
-        _msg(),
-    )
-    twin = _pending(ing, platform_id, secret, sample_order("STO-1"), good_id)
-    over = _pending(ing, platform_id, secret, sample_order("STO-3"), _msg())
-
-    assert store.pid is not None
-    assert store.pid != os.getpid()
-    first, bad, copy, limited = _commit(store, [good, incomplete, twin, over])
-
-    receipt = first.result()
-    assert receipt.status == "accepted"
-    assert len(receipt.event_ids) == 1
-    # Problems cross the process boundary with their status, fields and headers.
-    with pytest.raises(Problem) as exc:
-        bad.result()
-    assert exc.value.status == 422
-    assert [e["field"] for e in exc.value.extensions["errors"]] == [
-        "data.buyer",
-        "data.seller",
-        "data.total_amount",
-    ]
-    assert copy.result().duplicate
-    assert copy.result().delivery_id == receipt.delivery_id
-    with pytest.raises(Problem) as exc:
-        limited.result()
-    assert exc.value.status == 429
-    assert int(exc.value.headers["Retry-After"]) >= 1
-    with ing.factory() as s:
-        rows = s.execute(select(InboundDelivery.status).order_by(InboundDelivery.id)).scalars()
-        assert list(rows) == ["accepted", "rejected"]
-        assert pending_count(s) == 1
-        row = s.get(InboundDelivery, receipt.delivery_id)
-        assert row is not None
-        assert row.event_id == receipt.event_ids[0]
 
 
 def test_groups_in_flight_are_answered_in_order_each_with_its_own_receipts(platform, store) -> None:
@@ -189,7 +104,7 @@ def _hold_write_lock(url: str) -> tuple[Any, Any]:
 
 
 def test_a_child_killed_mid_group_answers_503_and_a_retry_stores_once(
-    platform, store, limited
+    platform, store, limited, store_commit
 ) -> None:
     ing, platform_id, secret = platform
     msg_id = _msg()
@@ -215,10 +130,10 @@ def test_a_child_killed_mid_group_answers_503_and_a_retry_stores_once(
         engine.dispose()
     # The marketplace retries: a new child stores it, exactly once.
     time.sleep(1.0)  # past the restart back-off
-    (retried,) = _commit(store, [pending])
+    (retried,) = store_commit(store, [pending])
     assert retried.result().status == "accepted"
     assert store.pid not in (None, first_pid)
-    (again,) = _commit(store, [pending])
+    (again,) = store_commit(store, [pending])
     assert again.result().duplicate
     with ing.factory() as s:
         keys = s.execute(
@@ -227,7 +142,9 @@ def test_a_child_killed_mid_group_answers_503_and_a_retry_stores_once(
         assert list(keys) == [msg_id]
 
 
-def test_a_child_that_died_idle_is_replaced_on_the_next_group(platform, store) -> None:
+def test_a_child_that_died_idle_is_replaced_on_the_next_group(
+    platform, store, store_commit
+) -> None:
     ing, platform_id, secret = platform
     first_pid = store.pid
     assert first_pid is not None
@@ -237,7 +154,9 @@ def test_a_child_that_died_idle_is_replaced_on_the_next_group(platform, store) -
         assert time.monotonic() < deadline
         time.sleep(0.05)
     time.sleep(1.0)  # past the restart back-off
-    (fut,) = _commit(store, [_pending(ing, platform_id, secret, sample_order("STO-I"), _msg())])
+    (fut,) = store_commit(
+        store, [_pending(ing, platform_id, secret, sample_order("STO-I"), _msg())]
+    )
     assert fut.result().status == "accepted"
     assert store.pid not in (None, first_pid)
 
@@ -304,7 +223,7 @@ def test_the_app_stores_webhooks_through_its_store_process(limited: GatewaySetti
 
 
 def test_raw_deliveries_are_verified_in_the_child_and_refusals_come_back_untouched(
-    platform, store
+    platform, store, store_commit
 ) -> None:
     ing, platform_id, secret = platform
     body = json.dumps(
@@ -315,7 +234,7 @@ def test_raw_deliveries_are_verified_in_the_child_and_refusals_come_back_untouch
         platform_id, standard_webhook_headers("whsec_" + "A" * 44, body, msg_id=_msg()), body
     )
     nowhere = RawDelivery("plt_missing", standard_webhook_headers(secret, body), body)
-    ok, bad, unknown = _commit(store, [good, forged, nowhere])
+    ok, bad, unknown = store_commit(store, [good, forged, nowhere])
     receipt = ok.result()
     assert receipt.status == "accepted"
     assert receipt.kind == "standard"

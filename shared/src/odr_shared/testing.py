@@ -6,6 +6,7 @@ import base64
 import contextlib
 import hashlib
 import hmac
+import json
 import os
 import socket
 import subprocess
@@ -203,3 +204,9 @@ def sample_order(
     }
     order.update(overrides)
     return order
+
+
+def standard_order_body(order: dict[str, object], event_type: str = "order.updated") -> bytes:
+    """A standard single-event webhook body for `order` (the public contract's envelope)."""
+    doc = {"type": event_type, "timestamp": "2026-11-21T03:00:00Z", "data": order}
+    return json.dumps(doc).encode()

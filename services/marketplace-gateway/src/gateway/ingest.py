@@ -95,22 +95,6 @@ _INSERT_DELIVERIES = BulkInsert(
 _INSERT_DELIVERIES_ORDERED = insert(_DELIVERIES).returning(
     _DELIVERIES.c.id, sort_by_parameter_order=True
 )
-_INSERT_SNAPSHOTS = BulkInsert(
-    _SNAPSHOTS,
-    (
-        "order_id",
-        "platform_id",
-        "order_code",
-        "status",
-        "status_at",
-        "buyer_enc",
-        "seller",
-        "items",
-        "total_amount",
-        "currency",
-        "updated_at",
-    ),
-)
 _INSERT_EVENTS = BulkInsert(
     _EVENTS, ("platform_id", "event_key", "delivery_id", "order_id", "event_id", "received_at")
 )
@@ -130,6 +114,7 @@ _SNAPSHOT_FIELDS = (
     "currency",
     "updated_at",
 )
+_INSERT_SNAPSHOTS = BulkInsert(_SNAPSHOTS, ("order_id", "platform_id", *_SNAPSHOT_FIELDS))
 _UPDATE_SNAPSHOT = (
     sa_update(_SNAPSHOTS)
     .where(_SNAPSHOTS.c.order_id == bindparam("b_order_id"))
