@@ -291,19 +291,30 @@ class _Channel:
                 self._fail_all(exc)
                 return
             with self._cond:
-                live, group, settle = self._in_flight.popleft()
-                self._cond.notify_all()
-                waiting, self._on_room = self._on_room, []
-            if len(outcomes) != len(live):
-                _fail(live, StoreUnavailable("the store process answered out of step; retry"))
-            else:
-                for (_item, fut), (ok, value) in zip(live, outcomes, strict=True):
-                    if ok:
-                        INBOUND_DELIVERIES.labels(value.kind or "unknown", value.status).inc()
-                        fut.set_result(value)
-                    else:
-                        fut.set_exception(value)
-            settle(group)
+                if not self._in_flight:
+                    unasked = True
+                else:
+                    unasked = False
+                    live, group, settle = self._in_flight.popleft()
+                    self._cond.notify_all()
+                    waiting, self._on_room = self._on_room, []
+            if unasked:  # an answer to nothing: the channel can no longer be trusted
+                self.proc.kill()
+                self._fail_all(RuntimeError("the store process answered a group never sent"))
+                return
+            try:
+                if len(outcomes) != len(live):
+                    _fail(live, StoreUnavailable("the store process answered out of step; retry"))
+                else:
+                    for (_item, fut), (ok, value) in zip(live, outcomes, strict=True):
+                        if ok:
+                            INBOUND_DELIVERIES.labels(value.kind or "unknown", value.status).inc()
+                            fut.set_result(value)
+                        else:
+                            fut.set_exception(value)
+                settle(group)
+            except Exception:
+                log.exception("settling a stored group failed", extra={"size": len(live)})
             _call_each(waiting)
 
     def _fail_all(self, exc: BaseException) -> None:
