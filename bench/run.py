@@ -313,17 +313,25 @@ def bench_ingest(ctx: Ctx, seconds: int, conns: int) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
 
 
-def wait_outbox_drained(ctx: Ctx, timeout_s: float = 180) -> float:
+def wait_until(done: Callable[[], bool], timeout_s: float, every_s: float) -> float | None:
+    """Seconds until `done()` held, checking every `every_s`; None if not within `timeout_s`."""
     start = time.monotonic()
     while time.monotonic() - start < timeout_s:
-        left = sql(
-            ctx.stack.var / "gateway.db",
-            "SELECT COUNT(*) FROM outbox_messages WHERE published_at IS NULL",
-        )[0][0]
-        if left == 0:
+        if done():
             return time.monotonic() - start
-        time.sleep(0.2)
-    raise TimeoutError("gateway outbox did not drain")
+        time.sleep(every_s)
+    return None
+
+
+def wait_outbox_drained(ctx: Ctx, timeout_s: float = 180) -> float:
+    def drained() -> bool:
+        query = "SELECT COUNT(*) FROM outbox_messages WHERE published_at IS NULL"
+        return bool(sql(ctx.stack.var / "gateway.db", query)[0][0] == 0)
+
+    took = wait_until(drained, timeout_s, every_s=0.2)
+    if took is None:
+        raise TimeoutError("gateway outbox did not drain")
+    return took
 
 
 # ---------------------------------------------------------------------------------------------
@@ -511,15 +519,17 @@ def bench_webhook_to_lookup(ctx: Ctx, rate: int, seconds: float) -> None:
 
 def wait_downstream_drained(ctx: Ctx, timeout_s: float = 300) -> float:
     """Seconds until complaints holds every order the gateway has published."""
-    start = time.monotonic()
-    while time.monotonic() - start < timeout_s:
+
+    def caught_up() -> bool:
         sent = sql(ctx.stack.var / "gateway.db", "SELECT COUNT(*) FROM order_snapshots")[0][0]
         have = sql(ctx.stack.var / "complaints.db", "SELECT COUNT(*) FROM orders")[0][0]
-        if have >= sent:
-            return time.monotonic() - start
-        time.sleep(0.5)
-    ctx.notes.append("lookup: complaints had not caught up with earlier phases when it started")
-    return time.monotonic() - start
+        return bool(have >= sent)
+
+    took = wait_until(caught_up, timeout_s, every_s=0.5)
+    if took is None:
+        ctx.notes.append("lookup: complaints had not caught up with earlier phases when it started")
+        return timeout_s
+    return took
 
 
 # ---------------------------------------------------------------------------------------------

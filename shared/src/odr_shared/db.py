@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import DateTime, MetaData, Table, bindparam, create_engine, event, insert, text
 from sqlalchemy.engine import Connection, Dialect, Engine
@@ -132,20 +132,19 @@ class BulkInsert:
     The same statement SQLAlchemy would run, with the same bind processing per column (JSON,
     UTC datetimes, each dialect's own), but compiled and looked up once per dialect instead of
     per call and row: on the gateway's hot path SQLAlchemy's per-row parameter handling cost
-    more than SQLite spent inserting the rows. No RETURNING; rows are dicts keyed by column.
+    more than SQLite spent inserting the rows. Rows are dicts keyed by column.
     """
 
     def __init__(self, table: Table, columns: Sequence[str]) -> None:
         self.table = table
         self.columns = tuple(columns)
-        self._compiled: dict[str, tuple[str, Any]] = {}
-        self._procs: dict[str, list[Any]] = {}
+        self._by_dialect: dict[str, _Compiled] = {}
 
     def execute(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
         if not rows:
             return
-        sql, to_params = self._for(conn.dialect)
-        conn.exec_driver_sql(sql, [to_params(row) for row in rows])
+        compiled = self._for(conn.dialect)
+        conn.exec_driver_sql(compiled.sql, [compiled.to_params(row) for row in rows])
 
     def execute_returning(
         self, conn: Connection, rows: Sequence[Mapping[str, Any]], returning: Sequence[str]
@@ -153,8 +152,7 @@ class BulkInsert:
         """One multi-row INSERT ... RETURNING per 500 rows; the returned rows in no set order
         (SQLite does not promise VALUES order), so return a column that identifies each row."""
         dialect = conn.dialect
-        self._for(dialect)
-        procs = self._procs[dialect.name]
+        procs = self._for(dialect).procs
         quote = dialect.identifier_preparer.quote
         mark = "?" if dialect.paramstyle == "qmark" else "%s"
         # Identifiers from the table's declaration, quoted by the dialect; values are bound.
@@ -174,8 +172,8 @@ class BulkInsert:
             out.extend(tuple(r) for r in conn.exec_driver_sql(sql, tuple(params)))
         return out
 
-    def _for(self, dialect: Dialect) -> tuple[str, Any]:
-        found = self._compiled.get(dialect.name)
+    def _for(self, dialect: Dialect) -> _Compiled:
+        found = self._by_dialect.get(dialect.name)
         if found is not None:
             return found
         stmt = insert(self.table).values({c: bindparam(c) for c in self.columns})
@@ -184,7 +182,6 @@ class BulkInsert:
             c: self.table.c[c].type.dialect_impl(dialect).bind_processor(dialect)
             for c in self.columns
         }
-        self._procs[dialect.name] = [procs[c] for c in self.columns]
         if compiled.positional:
             order = [str(name) for name in compiled.positiontup or ()]
             assert sorted(order) == sorted(self.columns), order
@@ -199,6 +196,14 @@ class BulkInsert:
             def to_params(row: Mapping[str, Any]) -> Any:
                 return {c: row[c] if p is None else p(row[c]) for c, p in items}
 
-        found = (str(compiled), to_params)
-        self._compiled[dialect.name] = found
+        found = _Compiled(str(compiled), to_params, [procs[c] for c in self.columns])
+        self._by_dialect[dialect.name] = found
         return found
+
+
+class _Compiled(NamedTuple):
+    """A BulkInsert for one dialect: its SQL, a row's parameters, the columns' processors."""
+
+    sql: str
+    to_params: Callable[[Mapping[str, Any]], Any]
+    procs: list[Any]  # in `columns` order; None where the driver takes the value as it is

@@ -73,6 +73,27 @@ def problem_response(
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
+def answer_problem(exc: Problem, path: str) -> JSONResponse:
+    """The problem+json answer to a raised Problem (also for ASGI code outside the routes)."""
+    return problem_response(
+        exc.status,
+        exc.title,
+        exc.detail,
+        instance=path,
+        type_=exc.type,
+        headers=exc.headers,
+        **exc.extensions,
+    )
+
+
+def answer_unexpected(path: str) -> JSONResponse:
+    """Call inside the `except` block: logs the error, answers 500 without its details."""
+    log.exception("unhandled error", extra={"path": path})
+    return problem_response(
+        500, "Internal Server Error", "an unexpected error occurred", instance=path
+    )
+
+
 def not_found(what: str = "resource") -> Problem:
     return Problem(404, "Not Found", f"no such {what}")
 
@@ -89,15 +110,7 @@ def validation_errors(errors: Any) -> list[dict[str, str]]:
 def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
-        return problem_response(
-            exc.status,
-            exc.title,
-            exc.detail,
-            instance=request.url.path,
-            type_=exc.type,
-            headers=exc.headers,
-            **exc.extensions,
-        )
+        return answer_problem(exc, request.url.path)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -124,10 +137,7 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error", extra={"path": request.url.path})
-        return problem_response(
-            500, "Internal Server Error", "an unexpected error occurred", instance=request.url.path
-        )
+        return answer_unexpected(request.url.path)
 
 
 PROBLEM_SCHEMA: dict[str, Any] = {

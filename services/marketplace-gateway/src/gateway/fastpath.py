@@ -15,7 +15,6 @@ single code path.
 
 from __future__ import annotations
 
-import logging
 import re
 from types import SimpleNamespace
 
@@ -23,9 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.api import ack_response
 from gateway.ingest import Ingestor, NotPrepared, RawDelivery
-from odr_shared.problems import Problem, problem_response
-
-log = logging.getLogger(__name__)
+from odr_shared.problems import Problem, answer_problem, answer_unexpected
 
 WEBHOOK_ROUTE = "/v1/webhooks/{platform_id}"
 _WEBHOOK_PATH = re.compile(r"/v1/webhooks/([^/]+)")
@@ -83,25 +80,11 @@ class WebhookFastPath:
             await self.app(scope, _replaying(body, True, receive), send)
             return
         except Problem as exc:
-            await problem_response(
-                exc.status,
-                exc.title,
-                exc.detail,
-                instance=scope["path"],
-                type_=exc.type,
-                headers=exc.headers,
-                **exc.extensions,
-            )(scope, receive, send)
+            await answer_problem(exc, scope["path"])(scope, receive, send)
             return
-        except Exception:
+        except Exception:  # noqa: BLE001 - logged by answer_unexpected
             # Served ahead of FastAPI's error middleware: answer as the app's handler would.
-            log.exception("unhandled error", extra={"path": scope["path"]})
-            await problem_response(
-                500,
-                "Internal Server Error",
-                "an unexpected error occurred",
-                instance=scope["path"],
-            )(scope, receive, send)
+            await answer_unexpected(scope["path"])(scope, receive, send)
             return
         await ack_response(receipt.http_status, receipt.as_json())(scope, receive, send)
 

@@ -216,6 +216,8 @@ class RawDelivery:
 
 # What the group writer takes: a delivery verified and mapped already, or one to verify.
 Item = Pending | RawDelivery
+# A group the writer stores together: each item with the future its request waits on.
+Group = list[tuple[Item, Future[Receipt]]]
 
 
 class NotPrepared(Exception):
@@ -560,7 +562,7 @@ class Ingestor:
 
     # -- group commit ------------------------------------------------------------------------
 
-    def commit_group(self, group: list[tuple[Item, Future[Receipt]]]) -> None:
+    def commit_group(self, group: Group) -> None:
         """Store a group of verified deliveries in one transaction, then answer each of them.
 
         Each answer comes only after the transaction holding its delivery and outbox rows
@@ -1121,7 +1123,7 @@ class GroupWriter:
         # Requests waiting on an event loop: settled together, one loop wake-up per group.
         self._waiting: dict[Future[Receipt], _Waiter] = {}
         # With a store process: what each event loop's requests submitted in its current turn.
-        self._batches: dict[asyncio.AbstractEventLoop, list[tuple[Item, Future[Receipt]]]] = {}
+        self._batches: dict[asyncio.AbstractEventLoop, Group] = {}
 
     def expect(self) -> None:
         """A delivery is being read and verified: a group may wait a moment for it."""
@@ -1148,13 +1150,15 @@ class GroupWriter:
                 self._waiting[fut] = waiter
             if expected:
                 self._expected -= 1
-            self._queue.append((pending, fut))
-            self._queued_updates += pending.size
-            self._wake()
+            self._enqueue([(pending, fut)])
         return fut
 
-    def _wake(self) -> None:
-        """Holding `_cond`, with items queued: start the thread, or let it take a group."""
+    def _enqueue(self, items: Group) -> None:
+        """Holding `_cond`: queue items for this writer's thread; start it, or let it take a
+        group."""
+        for item, fut in items:
+            self._queue.append((item, fut))
+            self._queued_updates += item.size
         if not self._running:
             self._running = True
             threading.Thread(target=self._run, name="gateway-group-writer", daemon=True).start()
@@ -1198,12 +1202,9 @@ class GroupWriter:
         if outcome == "unavailable":
             # The store process is (re)starting: this writer's thread waits for it off the loop.
             with self._cond:
-                for item, fut in batch:
-                    self._queue.append((item, fut))
-                    self._queued_updates += item.size
-                self._wake()
+                self._enqueue(batch)
 
-    def _settle(self, group: list[tuple[Item, Future[Receipt]]]) -> None:
+    def _settle(self, group: Group) -> None:
         by_loop: dict[asyncio.AbstractEventLoop, list[_Settled]] = {}
         with self._cond:
             for _p, fut in group:
@@ -1218,7 +1219,7 @@ class GroupWriter:
                 # the writer thread must live on for the other loops' requests.
                 log.info("group settled after its event loop closed", extra={"size": len(pairs)})
 
-    def _take(self) -> list[tuple[Item, Future[Receipt]]]:
+    def _take(self) -> Group:
         with self._cond:
             if not self._queue:
                 self._cond.wait(self.idle_s)
@@ -1231,7 +1232,7 @@ class GroupWriter:
                 if left <= 0:
                     break
                 self._cond.wait(left)
-            group: list[tuple[Item, Future[Receipt]]] = []
+            group: Group = []
             size = 0
             while self._queue and (not group or size + self._queue[0][0].size <= self.max_updates):
                 item = self._queue.popleft()
@@ -1251,15 +1252,11 @@ class GroupWriter:
             try:
                 self.store.commit(group, self._settle)
             except BaseException as exc:
-                # this is the net under it, so no request is ever left waiting.
+                # A store settles its groups itself; this is the net under it, so that no
+                # request is ever left waiting.
                 log.exception("group store failed", extra={"size": len(group)})
-                for _p, fut in group:
-                    if not fut.done():
-                        fut.set_exception(exc)
+                fail_unsettled(group, exc)
                 self._settle(group)
-
-
-_Group = list[tuple["Item", Future[Receipt]]]
 
 
 class GroupStore(Protocol):
@@ -1270,10 +1267,10 @@ class GroupStore(Protocol):
 
     def wait_for_room(self) -> None: ...
 
-    def commit(self, group: _Group, settle: Callable[[_Group], None]) -> None: ...
+    def commit(self, group: Group, settle: Callable[[Group], None]) -> None: ...
 
     def send_now(
-        self, group: _Group, settle: Callable[[_Group], None], on_room: Callable[[], object]
+        self, group: Group, settle: Callable[[Group], None], on_room: Callable[[], object]
     ) -> str:
         """Without blocking: "sent"; "wait" (no room: `on_room` is called once when there
         is, and the caller keeps the group); or "unavailable" (nothing was done)."""
@@ -1292,18 +1289,23 @@ class InProcessStore:
         return None
 
     def send_now(
-        self, group: _Group, settle: Callable[[_Group], None], on_room: Callable[[], object]
+        self, group: Group, settle: Callable[[Group], None], on_room: Callable[[], object]
     ) -> str:
         return "unavailable"  # never asked: sends_from_loop is False
 
-    def commit(self, group: _Group, settle: Callable[[_Group], None]) -> None:
+    def commit(self, group: Group, settle: Callable[[Group], None]) -> None:
         try:
             self.ingestor.commit_group(group)
         except BaseException as exc:  # noqa: BLE001 - never leave a request waiting
-            for _p, fut in group:
-                if not fut.done():
-                    fut.set_exception(exc)
+            fail_unsettled(group, exc)
         settle(group)
+
+
+def fail_unsettled(group: Group, exc: BaseException) -> None:
+    """Hand `exc` to every request of the group that has no answer yet."""
+    for _item, fut in group:
+        if not fut.done():
+            fut.set_exception(exc)
 
 
 @dataclass(frozen=True)

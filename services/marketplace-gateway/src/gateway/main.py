@@ -12,11 +12,12 @@ def api() -> None:
     from gateway.settings import get_settings
     from odr_shared.runner import serve_api
 
-    # With the store process (the default), the group writer's threads here only pickle a group
-    # and wait: at Python's 5 ms switch interval they waited up to 5 ms for the event loop to
-    # hand over the GIL, so groups reached the store late and large (24 per group, the store
-    # idle 59% of the time). 2 ms: 15-20% more webhooks/s in the ingest bench. Storing in a
-    # thread of this process instead, 5 ms was best (bigger groups). The variable overrides.
+    # With the store process (the default), this process's other threads (the store channel's
+    # reader, the group writer for routed requests) only pickle and wait: at Python's 5 ms
+    # switch interval they waited up to 5 ms for the event loop to hand over the GIL, so
+    # answers and groups crossed late (measured when the writer thread still sent every group:
+    # 2 ms gave 15-20% more webhooks/s). Storing in a thread of this process instead, 5 ms was
+    # best (bigger groups). The variable overrides.
     interval = os.environ.get("GATEWAY_GIL_SWITCH_INTERVAL_S")
     if interval:
         sys.setswitchinterval(float(interval))

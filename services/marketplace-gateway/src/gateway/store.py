@@ -30,13 +30,13 @@ from concurrent.futures import Future
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
-from gateway.ingest import NotPrepared
+from gateway.ingest import InProcessStore, NotPrepared, fail_unsettled
 from gateway.metrics import INBOUND_DELIVERIES
 from gateway.settings import GatewaySettings
 from odr_shared.problems import Problem
 
 if TYPE_CHECKING:
-    from gateway.ingest import Item, Receipt
+    from gateway.ingest import Group, Item
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,6 @@ _READY = b"ready"
 _STOP = b"stop"
 # What a group's items come back as: (True, Receipt) or (False, the exception to raise).
 _Outcome = tuple[bool, Any]
-_Group = list[tuple["Item", "Future[Receipt]"]]
 
 
 class StoreUnavailable(Problem):
@@ -117,7 +116,7 @@ class StoreProcess:
     sends_from_loop = True
 
     def send_now(
-        self, group: _Group, settle: Callable[[_Group], None], on_room: Callable[[], object]
+        self, group: Group, settle: Callable[[Group], None], on_room: Callable[[], object]
     ) -> str:
         """For an event loop: send if the child is up and has room, never wait or spawn."""
         channel = self._channel
@@ -130,17 +129,15 @@ class StoreProcess:
         if channel is not None:
             channel.wait_for_room(self.depth)
 
-    def commit(self, group: _Group, settle: Callable[[_Group], None]) -> None:
+    def commit(self, group: Group, settle: Callable[[Group], None]) -> None:
         live = [(p, f) for p, f in group if f.set_running_or_notify_cancel()]
-        try:
-            if not live:
-                raise _NothingToDo
-            channel = self._ensure_started()
-            channel.send(live, group, settle)
-        except _NothingToDo:
+        if not live:
             settle(group)
+            return
+        try:
+            self._ensure_started().send(live, group, settle)
         except StoreUnavailable as exc:
-            _fail(live, exc)
+            fail_unsettled(live, exc)
             settle(group)
 
     # -- the child's lifecycle ---------------------------------------------------------------
@@ -193,7 +190,7 @@ class _Channel:
         self.proc = proc
         self.conn = conn
         self._cond = threading.Condition()
-        self._in_flight: deque[tuple[_Group, _Group, Callable[[_Group], None]]] = deque()
+        self._in_flight: deque[tuple[Group, Group, Callable[[Group], None]]] = deque()
         self._broken = False
         self._send_lock = threading.Lock()
         # Event loops whose batch waits for room: called (once each) when a group is answered.
@@ -210,19 +207,16 @@ class _Channel:
             while len(self._in_flight) >= depth and not self._broken:
                 self._cond.wait()
 
-    def send(self, live: _Group, group: _Group, settle: Callable[[_Group], None]) -> None:
+    def send(self, live: Group, group: Group, settle: Callable[[Group], None]) -> None:
         """For the group writer's thread, which waited for room already."""
         with self._send_lock:
-            with self._cond:
-                if self._broken:
-                    raise StoreUnavailable("the store process is gone; retry")
             if not self._send_locked(live, group, settle):
                 raise StoreUnavailable("the store process is gone; retry")
 
     def try_send(
         self,
-        group: _Group,
-        settle: Callable[[_Group], None],
+        group: Group,
+        settle: Callable[[Group], None],
         *,
         depth: int,
         on_room: Callable[[], object],
@@ -237,13 +231,13 @@ class _Channel:
                     return "wait"
             live = [(p, f) for p, f in group if f.set_running_or_notify_cancel()]
             if live and not self._send_locked(live, group, settle):
-                _fail(live, StoreUnavailable("the store process is gone; retry"))
+                fail_unsettled(live, StoreUnavailable("the store process is gone; retry"))
                 settle(group)
             elif not live:
                 settle(group)
             return "sent"
 
-    def _send_locked(self, live: _Group, group: _Group, settle: Callable[[_Group], None]) -> bool:
+    def _send_locked(self, live: Group, group: Group, settle: Callable[[Group], None]) -> bool:
         """False if the channel broke first (nothing was queued or sent)."""
         # One sender at a time (the writer's thread, event loops): the pipe's order is the
         # order of `_in_flight`, which is how answers find their group.
@@ -304,7 +298,9 @@ class _Channel:
                 return
             try:
                 if len(outcomes) != len(live):
-                    _fail(live, StoreUnavailable("the store process answered out of step; retry"))
+                    fail_unsettled(
+                        live, StoreUnavailable("the store process answered out of step; retry")
+                    )
                 else:
                     for (_item, fut), (ok, value) in zip(live, outcomes, strict=True):
                         if ok:
@@ -336,7 +332,9 @@ class _Channel:
                 },
             )
         for live, group, settle in lost:
-            _fail(live, StoreUnavailable("the delivery could not be confirmed as stored; retry"))
+            fail_unsettled(
+                live, StoreUnavailable("the delivery could not be confirmed as stored; retry")
+            )
             settle(group)
         _call_each(waiting)  # the loops' batches go to the group writer's thread, which restarts us
 
@@ -347,16 +345,6 @@ def _call_each(callbacks: list[Callable[[], object]]) -> None:
             callback()
         except RuntimeError:  # that event loop has closed: nobody is waiting on it
             log.info("store answered after an event loop closed")
-
-
-class _NothingToDo(Exception):
-    pass
-
-
-def _fail(live: _Group, exc: BaseException) -> None:
-    for _p, fut in live:
-        if not fut.done():
-            fut.set_exception(exc)
 
 
 # -- the child -------------------------------------------------------------------------------
@@ -407,13 +395,9 @@ def serve(conn: Connection, settings: GatewaySettings) -> None:
 
 
 def _commit(ingestor: Any, items: Sequence[Item]) -> list[_Outcome]:
-    group: list[tuple[Item, Future[Receipt]]] = [(i, Future()) for i in items]
-    try:
-        ingestor.commit_group(group)
-    except BaseException as exc:  # noqa: BLE001 - answered to every waiting request
-        for _p, fut in group:
-            if not fut.done():
-                fut.set_exception(exc)
+    group: Group = [(i, Future()) for i in items]
+    # Stored here exactly as a writer thread would store it in the API process.
+    InProcessStore(ingestor).commit(group, lambda _group: None)
     outcomes: list[_Outcome] = []
     for _p, fut in group:
         failure = fut.exception()
