@@ -82,10 +82,10 @@ def test_outbox_rows_reach_the_topic_in_order_once_committed(
         add_to_outbox(s, topic, "plt_t:ROLLED", order_event("ROLLED")[1])
         raise RuntimeError("use case failed")
     producer = make_producer(broker.bootstrap)
-    relay = OutboxRelay(engine, producer, batch_size=20)
     published = 0
-    while (n := relay.publish_batch()) > 0:
-        published += n
+    with OutboxRelay(engine, producer, batch_size=20) as relay:
+        while (n := relay.publish_batch()) > 0:
+            published += n
     assert published == 50
     with factory() as s:
         assert pending_count(s) == 0
@@ -116,7 +116,7 @@ def test_outbox_keeps_rows_while_the_broker_is_down(database_url: str) -> None:
     with factory() as s, s.begin():
         add_to_outbox(s, topic, "k", order_event("DOWN")[1])
     relay = OutboxRelay(engine, producer)
-    with pytest.raises(Exception):  # noqa: B017 - any broker error
+    with relay, pytest.raises(Exception):  # noqa: B017 - any broker error
         relay.publish_batch()
     with factory() as s:
         assert pending_count(s) == 1
