@@ -205,7 +205,8 @@ class _AdvisoryLockSlots:
         self.engine = engine
         self.label = label
         self.rebalance_interval_s = rebalance_interval_s
-        self._owned: set[int] = set()
+        # Replaced, never changed in place: other threads (metrics, tests) read it.
+        self._owned: frozenset[int] = frozenset()
         self._conn: Connection | None = None
         self._member = False
         self._next_rebalance = 0.0
@@ -215,7 +216,7 @@ class _AdvisoryLockSlots:
 
     @property
     def owned(self) -> frozenset[int]:
-        return frozenset(self._owned)
+        return self._owned
 
     def claim(self) -> frozenset[int]:
         with self._held() as conn:
@@ -239,17 +240,19 @@ class _AdvisoryLockSlots:
         if len(self._owned) > share:
             extra = sorted(self._owned)[share:]
             conn.execute(_RELEASE_SLOTS, {"c": SLOT_LOCK_CLASS, "slots": extra})
-            self._owned.difference_update(extra)
+            self._owned = self._owned.difference(extra)
         elif len(self._owned) < share:
             taken = set(conn.execute(_TAKEN_SLOTS, {"c": SLOT_LOCK_CLASS}).scalars())
+            owned = set(self._owned)
             for slot in self._preference:
-                if len(self._owned) >= share:
+                if len(owned) >= share:
                     break
                 if slot in taken:
                     continue
                 # Another relay may take it between the look and the try: then it is theirs.
                 if conn.execute(_TAKE_SLOT, {"c": SLOT_LOCK_CLASS, "s": slot}).scalar_one():
-                    self._owned.add(slot)
+                    owned.add(slot)
+            self._owned = frozenset(owned)
         if len(self._owned) != before:
             log.info(
                 "outbox slots rebalanced",
@@ -296,7 +299,7 @@ class _AdvisoryLockSlots:
 
     def _drop(self) -> None:
         conn, self._conn = self._conn, None
-        self._owned.clear()
+        self._owned = frozenset()
         self._member = False
         self._next_rebalance = 0.0
         if conn is not None:
