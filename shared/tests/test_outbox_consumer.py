@@ -11,59 +11,17 @@ import uuid
 from pathlib import Path
 
 import pytest
-from kafka import KafkaConsumer
-from sqlalchemy import MetaData, func, select, text
+from outbox_helpers import drain, order_event, outbox_db
+from sqlalchemy import func, select, text
 
 from odr_shared.db import make_engine, make_session_factory
-from odr_shared.events import OrderStatusChangedV1, build_event, order_id
-from odr_shared.inbox import inbox_table
-from odr_shared.kafka import CONSUMER_GROUP_SETTINGS, EventConsumer, ensure_topics, make_producer
-from odr_shared.outbox import OutboxRelay, add_to_outbox, outbox_table, pending_count
+from odr_shared.kafka import EventConsumer, ensure_topics, make_producer
+from odr_shared.outbox import OutboxRelay, add_to_outbox, pending_count
 from odr_shared.settings import ServiceSettings
-from odr_shared.testing import TansuBroker, free_port, sample_order
+from odr_shared.testing import TansuBroker, free_port
 
 pytestmark = pytest.mark.kafka
 HERE = Path(__file__).parent
-
-
-def order_event(code: str, status: str = "delivered"):  # type: ignore[no-untyped-def]
-    oid = order_id("plt_t", code)
-    data = OrderStatusChangedV1(
-        order_id=oid,
-        platform_id="plt_t",
-        **sample_order(code, status),  # type: ignore[arg-type]
-    )
-    return oid, build_event(
-        source="odr/test", event_type="order.status_changed", subject=oid, data=data
-    )
-
-
-def drain(bootstrap: str, topic: str, expect: int, timeout_s: float = 30) -> list:  # type: ignore[type-arg]
-    consumer = KafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        group_id=f"drain-{uuid.uuid4().hex[:8]}",
-        auto_offset_reset="earliest",
-        **CONSUMER_GROUP_SETTINGS,
-    )
-    out = []
-    deadline = time.monotonic() + timeout_s
-    try:
-        while len(out) < expect and time.monotonic() < deadline:
-            for records in consumer.poll(timeout_ms=500).values():
-                out.extend(records)
-    finally:
-        consumer.close()
-    return out
-
-
-def outbox_db(url: str):  # type: ignore[no-untyped-def]
-    md = MetaData()
-    outbox_table(md)
-    inbox_table(md)
-    engine = make_engine(url)
-    md.create_all(engine)
-    return engine
 
 
 def test_outbox_rows_reach_the_topic_in_order_once_committed(
@@ -82,10 +40,10 @@ def test_outbox_rows_reach_the_topic_in_order_once_committed(
         add_to_outbox(s, topic, "plt_t:ROLLED", order_event("ROLLED")[1])
         raise RuntimeError("use case failed")
     producer = make_producer(broker.bootstrap)
-    relay = OutboxRelay(engine, producer, batch_size=20)
     published = 0
-    while (n := relay.publish_batch()) > 0:
-        published += n
+    with OutboxRelay(engine, producer, batch_size=20) as relay:
+        while (n := relay.publish_batch()) > 0:
+            published += n
     assert published == 50
     with factory() as s:
         assert pending_count(s) == 0
@@ -116,7 +74,7 @@ def test_outbox_keeps_rows_while_the_broker_is_down(database_url: str) -> None:
     with factory() as s, s.begin():
         add_to_outbox(s, topic, "k", order_event("DOWN")[1])
     relay = OutboxRelay(engine, producer)
-    with pytest.raises(Exception):  # noqa: B017 - any broker error
+    with relay, pytest.raises(Exception):  # noqa: B017 - any broker error
         relay.publish_batch()
     with factory() as s:
         assert pending_count(s) == 1

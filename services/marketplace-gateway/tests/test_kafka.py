@@ -33,9 +33,9 @@ def test_accepted_delivery_is_relayed_to_orders_events(gw, client, broker) -> No
     ensure_topics(broker.bootstrap, ["orders.events"])
     producer = make_producer(broker.bootstrap, "test-relay")
     try:
-        relay = OutboxRelay(client.app.state.engine, producer, name="gateway-test")
-        assert relay.publish_batch() == 1
-        assert relay.publish_batch() == 0  # marked sent
+        with OutboxRelay(client.app.state.engine, producer, name="gateway-test") as relay:
+            assert relay.publish_batch() == 1
+            assert relay.publish_batch() == 0  # marked sent
     finally:
         producer.close()
     consumer = KafkaConsumer(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -26,6 +26,11 @@ EVENTS_DEAD_LETTERED = Counter(
 )
 OUTBOX_PUBLISHED = Counter(
     "odr_outbox_published_total", "Outbox rows published to Kafka", ["relay", "topic"]
+)
+# Per relay instance: the slots of a service add up to 64 when its relays have settled; a relay
+# stuck at 0 is waiting for a lock (SQLite) or has lost its database connection.
+OUTBOX_SLOTS_OWNED = Gauge(
+    "odr_outbox_slots_owned", "Outbox slots this relay publishes", ["relay", "instance"]
 )
 
 
