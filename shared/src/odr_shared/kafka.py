@@ -39,7 +39,7 @@ from odr_shared.inbox import (
     processed_among,
 )
 from odr_shared.metrics import EVENTS_CONSUMED, EVENTS_DEAD_LETTERED
-from odr_shared.settings import ServiceSettings
+from odr_shared.settings import ServiceSettings, TopicSettings
 
 log = logging.getLogger(__name__)
 
@@ -96,31 +96,38 @@ def send_all(
         fut.get(timeout=timeout_s)
 
 
+# Dead letters are read by people and replays, not by a group that scales out.
+DEAD_LETTER_PARTITIONS = 1
+
+
 def ensure_topics(
     bootstrap_servers: str,
     topics: Iterable[str],
-    partitions: int = 3,
-    replication: int = 1,
+    partitions: int | None = None,
+    replication: int | None = None,
     with_dead_letter: bool = True,
 ) -> None:
-    """Create the topics and their dead-letter twins if missing (production: KafkaTopic CRs)."""
-    names: list[str] = []
+    """Create the topics and their dead-letter twins if missing (production: KafkaTopic CRs).
+
+    Partitions and replicas not given come from ``KAFKA_TOPIC_PARTITIONS`` and
+    ``KAFKA_TOPIC_REPLICATION``; dead-letter twins get one partition. Topics that exist keep theirs.
+    """
+    if partitions is None or replication is None:
+        layout = TopicSettings()
+        partitions = layout.partitions if partitions is None else partitions
+        replication = layout.replication if replication is None else replication
+    wanted: dict[str, int] = {}
     for t in topics:
-        names.append(t)
+        wanted[t] = partitions
         if with_dead_letter:
-            names.append(dead_letter_topic(t))
+            wanted[dead_letter_topic(t)] = DEAD_LETTER_PARTITIONS
     admin = KafkaAdminClient(bootstrap_servers=bootstrap_list(bootstrap_servers))
     try:
         existing = set(admin.list_topics())
-        missing = [n for n in names if n not in existing]
+        missing = [NewTopic(n, k, replication) for n, k in wanted.items() if n not in existing]
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):
-                admin.create_topics(
-                    [
-                        NewTopic(n, 1 if n.endswith(".dlq") else partitions, replication)
-                        for n in missing
-                    ]
-                )
+                admin.create_topics(missing)
     finally:
         admin.close()
 
