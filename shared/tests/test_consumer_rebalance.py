@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from consumer_proc import effects, metadata
@@ -21,6 +22,7 @@ from sqlalchemy.orm import Session
 import odr_shared.kafka as kafka_module
 from odr_shared.db import make_engine, make_session_factory
 from odr_shared.events import CloudEvent, OrderStatusChangedV1, build_event, order_id
+from odr_shared.group_drill import Leave, run_group_drill
 from odr_shared.inbox import INBOX_TABLE
 from odr_shared.kafka import EventConsumer, EventHandler, ensure_topics, make_producer
 from odr_shared.settings import ServiceSettings
@@ -49,6 +51,33 @@ def one_effect_row() -> dict[str, EventHandler]:
         session.execute(insert(effects).values(event_id=event.id))
 
     return {"order.status_changed": handler}
+
+
+# The services' own drills run on PostgreSQL (services/*/tests/**/test_consumer_group.py); this
+# one shows that two members sharing a SQLite file (a local run with two workers) hold up too.
+@pytest.mark.parametrize("leave", ["stop", "crash"])
+def test_two_members_share_the_stream_through_a_join_and_a_leave(
+    tmp_path: Path, leave: Leave
+) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path}/drill.db")
+    metadata.create_all(engine)
+    sessions = make_session_factory(engine)
+    try:
+        report = run_group_drill(
+            settings=ServiceSettings(),  # type: ignore[call-arg]
+            group_id="g-rebalance",
+            topics=[TOPIC],
+            handlers=one_effect_row,
+            session_factory=sessions,
+            next_event=order_event,
+            leave=leave,
+        )
+        with engine.connect() as c:
+            rows = c.execute(select(effects.c.event_id)).scalars().all()
+        # The effects table has no unique key: only the inbox keeps a second copy out.
+        assert sorted(rows) == sorted(e.id for e in report.events)
+    finally:
+        engine.dispose()
 
 
 # --- the handover itself, member by member --------------------------------------------------
