@@ -44,6 +44,17 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         yield url
 
 
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A throwaway PostgreSQL database, for what SQLite cannot show (several writers at once)."""
+    if not postgres_available():
+        if postgres_required():
+            pytest.fail("PostgreSQL is required in CI but not reachable")
+        pytest.skip("PostgreSQL not reachable")
+    with temporary_postgres_database() as url:
+        yield url
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """The whole platform (Tansu, SMTP sink, 4 APIs, 4 workers) on free ports in a temp folder."""

@@ -1,4 +1,4 @@
-"""Worker runtime options for Kubernetes: probes (WORKER_HEALTH_PORT), managed topics."""
+"""Worker runtime options: probes (WORKER_HEALTH_PORT), managed topics, the topics' shape."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ import uuid
 
 import httpx
 import pytest
-from kafka import KafkaAdminClient
+from kafka import KafkaAdminClient, KafkaConsumer
+from pydantic import ValidationError
 
+from odr_shared.settings import TopicSettings
 from odr_shared.testing import TansuBroker, free_port, wait_http
 from odr_shared.worker import Stoppable, run_worker
 
@@ -119,3 +121,43 @@ def test_worker_creates_its_topics_unless_they_are_managed(broker, monkeypatch, 
         admin.close()
     created = {topic, f"{topic}.dlq"} <= existing
     assert created == (ensure == "true")
+
+
+def partition_count(bootstrap: str, topic: str) -> int:
+    reader = KafkaConsumer(bootstrap_servers=bootstrap)
+    try:
+        return len(reader.partitions_for_topic(topic) or ())
+    finally:
+        reader.close()
+
+
+@pytest.mark.kafka
+@pytest.mark.parametrize(("configured", "expected"), [(None, 12), ("5", 5)])
+def test_worker_creates_its_topics_with_the_configured_partitions(
+    broker, monkeypatch, configured, expected
+):
+    # KAFKA_TOPIC_PARTITIONS is how far a group scales out; dead letters keep one partition.
+    topic = f"probe-{uuid.uuid4().hex[:8]}.events"
+    monkeypatch.delenv("KAFKA_ENSURE_TOPICS", raising=False)
+    if configured is None:
+        monkeypatch.delenv("KAFKA_TOPIC_PARTITIONS", raising=False)
+    else:
+        monkeypatch.setenv("KAFKA_TOPIC_PARTITIONS", configured)
+    part = Part()
+    part.finish(fail=True)
+    with pytest.raises(SystemExit):
+        run_worker(
+            "topics-test",
+            [part],
+            bootstrap_servers=broker.bootstrap,
+            topics=[topic],
+            install_signals=False,
+        )
+    assert partition_count(broker.bootstrap, topic) == expected
+    assert partition_count(broker.bootstrap, f"{topic}.dlq") == 1
+
+
+def test_a_partition_count_that_is_not_a_positive_number_is_refused(monkeypatch):
+    monkeypatch.setenv("KAFKA_TOPIC_PARTITIONS", "0")
+    with pytest.raises(ValidationError, match="KAFKA_TOPIC_PARTITIONS"):
+        TopicSettings()

@@ -1,6 +1,6 @@
 """kafka-python wrappers: an idempotent acks=all producer with checked futures, topic set-up,
 and a consumer loop that applies each event once, a poll's worth per transaction, and commits
-offsets only after the effects."""
+offsets only after the effects, also when a rebalance hands its partitions to another member."""
 
 from __future__ import annotations
 
@@ -14,9 +14,20 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import (
+    AsyncConsumerRebalanceListener,
+    KafkaAdminClient,
+    KafkaConsumer,
+    KafkaProducer,
+)
 from kafka.admin import NewTopic
-from kafka.errors import TopicAlreadyExistsError
+from kafka.errors import (
+    CommitFailedError,
+    KafkaError,
+    RebalanceInProgressError,
+    TopicAlreadyExistsError,
+)
+from kafka.structs import OffsetAndMetadata, TopicPartition
 from pydantic import BaseModel
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -28,7 +39,7 @@ from odr_shared.inbox import (
     processed_among,
 )
 from odr_shared.metrics import EVENTS_CONSUMED, EVENTS_DEAD_LETTERED
-from odr_shared.settings import ServiceSettings
+from odr_shared.settings import ServiceSettings, TopicSettings
 
 log = logging.getLogger(__name__)
 
@@ -85,31 +96,38 @@ def send_all(
         fut.get(timeout=timeout_s)
 
 
+# Dead letters are read by people and replays, not by a group that scales out.
+DEAD_LETTER_PARTITIONS = 1
+
+
 def ensure_topics(
     bootstrap_servers: str,
     topics: Iterable[str],
-    partitions: int = 3,
-    replication: int = 1,
+    partitions: int | None = None,
+    replication: int | None = None,
     with_dead_letter: bool = True,
 ) -> None:
-    """Create the topics and their dead-letter twins if missing (production: KafkaTopic CRs)."""
-    names: list[str] = []
+    """Create the topics and their dead-letter twins if missing (production: KafkaTopic CRs).
+
+    Partitions and replicas not given come from ``KAFKA_TOPIC_PARTITIONS`` and
+    ``KAFKA_TOPIC_REPLICATION``; dead-letter twins get one partition. Topics that exist keep theirs.
+    """
+    if partitions is None or replication is None:
+        layout = TopicSettings()
+        partitions = layout.partitions if partitions is None else partitions
+        replication = layout.replication if replication is None else replication
+    wanted: dict[str, int] = {}
     for t in topics:
-        names.append(t)
+        wanted[t] = partitions
         if with_dead_letter:
-            names.append(dead_letter_topic(t))
+            wanted[dead_letter_topic(t)] = DEAD_LETTER_PARTITIONS
     admin = KafkaAdminClient(bootstrap_servers=bootstrap_list(bootstrap_servers))
     try:
         existing = set(admin.list_topics())
-        missing = [n for n in names if n not in existing]
+        missing = [NewTopic(n, k, replication) for n, k in wanted.items() if n not in existing]
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):
-                admin.create_topics(
-                    [
-                        NewTopic(n, 1 if n.endswith(".dlq") else partitions, replication)
-                        for n in missing
-                    ]
-                )
+                admin.create_topics(missing)
     finally:
         admin.close()
 
@@ -191,6 +209,14 @@ class EventConsumer:
     a handler (its commit, the inbox insert losing a race), its events are applied one by one.
     Offsets are committed after the poll's effects are committed, so a crash re-delivers, and the
     inbox makes re-delivery harmless.
+
+    Several instances with one `group_id` share the topics' partitions. When the group rebalances
+    (a member joins, leaves or dies), a member hands over its partitions between two polls, so
+    no batch is half-applied then; before giving them up it commits the offsets of what it has
+    applied and not yet committed (`_Handover`). It never commits past a batch whose effects are
+    not committed. A commit the group refuses because it has moved on is logged, not fatal: the
+    partitions' next owner reads from the last committed offset and the inbox skips what this
+    member already applied.
     """
 
     def __init__(
@@ -214,6 +240,13 @@ class EventConsumer:
         self._stop = threading.Event()
         self.stats = ConsumerStats()
         self._consumer: KafkaConsumer | None = None
+        # The partitions the group gave this member, as of the last rebalance.
+        self.assignment: frozenset[TopicPartition] = frozenset()
+        # Per partition, the offset after the last record whose batch's effects are committed,
+        # and the last such offset the group accepted. The rebalance listener runs on the
+        # client's I/O thread, but only while this member's thread waits in poll() or close().
+        self._applied: dict[TopicPartition, OffsetAndMetadata] = {}
+        self._committed: dict[TopicPartition, int] = {}
 
     @property
     def producer(self) -> KafkaProducer:
@@ -228,7 +261,6 @@ class EventConsumer:
 
     def _open(self) -> KafkaConsumer:
         consumer = KafkaConsumer(
-            *self.topics,
             bootstrap_servers=bootstrap_list(self.settings.kafka_bootstrap_servers),
             group_id=self.group_id,
             client_id=f"{self.group_id}-consumer",
@@ -237,6 +269,7 @@ class EventConsumer:
             max_poll_records=self.max_poll_records,
             **CONSUMER_GROUP_SETTINGS,
         )
+        consumer.subscribe(self.topics, listener=_Handover(self, consumer))
         return consumer
 
     def run(self) -> None:
@@ -248,9 +281,53 @@ class EventConsumer:
                 if not batch:
                     continue
                 self.process_batch([record for records in batch.values() for record in records])
-                self._consumer.commit()
+                # Only now, with the whole poll's effects committed, do its offsets count.
+                for partition, records in batch.items():
+                    last = records[-1]
+                    self._applied[partition] = OffsetAndMetadata(
+                        last.offset + 1, "", last.leader_epoch
+                    )
+                self._commit_applied()
         finally:
+            # Leaving the group revokes the partitions: the listener commits what was applied.
             self._consumer.close()
+
+    def _uncommitted(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, Any]:
+        return {
+            p: self._applied[p]
+            for p in partitions
+            if p in self._applied and self._committed.get(p) != self._applied[p].offset
+        }
+
+    def _commit_applied(self) -> None:
+        assert self._consumer is not None
+        offsets = self._uncommitted(self._applied)
+        if not offsets:
+            return
+        try:
+            self._consumer.commit(offsets)
+        except (CommitFailedError, RebalanceInProgressError) as exc:
+            self._commit_refused(offsets, exc)
+            return
+        self._committed.update({p: o.offset for p, o in offsets.items()})
+
+    def _commit_refused(self, offsets: dict[TopicPartition, Any], exc: Exception) -> None:
+        log.warning(
+            "offset commit refused: the group has moved on; the partitions' next owner reads "
+            "them again and the inbox skips what was applied",
+            extra={
+                "group": self.group_id,
+                "partitions": _names(offsets),
+                "error": f"{type(exc).__name__}: {exc}",
+            },
+        )
+
+    def _forget(self, partitions: Iterable[TopicPartition]) -> None:
+        # Another member owns them now; what we knew of their offsets is stale.
+        for p in partitions:
+            self._applied.pop(p, None)
+            self._committed.pop(p, None)
+        self.assignment = self.assignment.difference(partitions)
 
     def process_batch(self, records: Sequence[ConsumedRecord]) -> None:
         """Apply a poll's records, in the order given, in as few transactions as errors allow."""
@@ -439,3 +516,61 @@ class EventConsumer:
         )
         self.producer.flush(timeout=15)
         fut.get(timeout=15)
+
+
+def _names(partitions: Iterable[TopicPartition]) -> list[str]:
+    return sorted(f"{p.topic}[{p.partition}]" for p in partitions)
+
+
+class _Handover(AsyncConsumerRebalanceListener):  # type: ignore[misc] # kafka-python is untyped
+    """What an EventConsumer does when the group moves its partitions.
+
+    The client awaits these on its I/O thread, where a blocking call such as commit() is refused:
+    hence the async listener, which awaits the commit and keeps heartbeats going meanwhile.
+    """
+
+    def __init__(self, member: EventConsumer, consumer: KafkaConsumer) -> None:
+        self.member = member
+        self.consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        member = self.member
+        offsets = member._uncommitted(revoked)
+        if offsets:
+            try:
+                await self.consumer.commit_async(offsets, callback=_reported_here)
+            except KafkaError as exc:
+                member._commit_refused(offsets, exc)
+            else:
+                member._committed.update({p: o.offset for p, o in offsets.items()})
+        if revoked:  # a first join revokes nothing
+            log.info(
+                "partitions revoked",
+                extra={
+                    "group": member.group_id,
+                    "partitions": _names(revoked),
+                    "committed_on_revoke": _names(offsets),
+                },
+            )
+        member._forget(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        # Eager rebalancing hands over the whole assignment, cooperative only what is added.
+        self.member.assignment = self.member.assignment.union(assigned)
+        log.info(
+            "partitions assigned",
+            extra={"group": self.member.group_id, "partitions": _names(assigned)},
+        )
+
+    async def on_partitions_lost(self, lost: set[TopicPartition]) -> None:
+        # Evicted (a session or poll interval expired): their offsets can no longer be committed.
+        log.warning(
+            "partitions lost: this member was evicted from the group; their next owner reads "
+            "from the last committed offset and the inbox skips what was applied",
+            extra={"group": self.member.group_id, "partitions": _names(lost)},
+        )
+        self.member._forget(lost)
+
+
+def _reported_here(_offsets: object, _outcome: object) -> None:
+    """The awaited commit's outcome is handled where it is awaited, not by the client later."""

@@ -68,3 +68,26 @@ class ServiceSettings(BaseSettings):
             if self.data_encryption_key in PLACEHOLDERS:
                 raise ValueError("DATA_ENCRYPTION_KEY must be set in production")
         return self
+
+
+# Locally one worker per service consumes each topic, so partitions buy no parallelism there; the
+# count matches production's KafkaTopic resources so keys land on the same partitions and a
+# second local worker shows the scale-out production has. Tansu carries 12 idle partitions per
+# topic for no measurable cost (docs/configuration.md).
+LOCAL_TOPIC_PARTITIONS = 12
+
+
+class TopicSettings(BaseSettings):
+    """The shape of the topics a worker creates when they are missing (local runs and tests).
+
+    Where topics are managed resources (Kubernetes: KafkaTopic), workers create none
+    (``KAFKA_ENSURE_TOPICS=false``) and these numbers are not read.
+    """
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    # A group's members share a topic's partitions: its worker scales out up to this count.
+    partitions: int = Field(
+        LOCAL_TOPIC_PARTITIONS, ge=1, validation_alias=_common("KAFKA_TOPIC_PARTITIONS")
+    )
+    replication: int = Field(1, ge=1, validation_alias=_common("KAFKA_TOPIC_REPLICATION"))

@@ -39,9 +39,10 @@ def run_worker(
     none) the worker answers Kubernetes probes: ``/healthz`` while every part is running,
     ``/readyz`` when, in addition, the broker is reachable.
 
-    The worker creates its missing ``topics`` unless ``KAFKA_ENSURE_TOPICS`` is false: where
+    The worker creates its missing ``topics`` unless ``KAFKA_ENSURE_TOPICS`` is false, with
+    ``KAFKA_TOPIC_PARTITIONS`` partitions (12) and ``KAFKA_TOPIC_REPLICATION`` replicas (1): where
     topics are managed resources (Strimzi KafkaTopic), a worker that wins the race against the
-    topic operator would otherwise create them with the local defaults (3 partitions, 1 replica).
+    topic operator would otherwise create them with these local numbers.
     """
     if health_port is None and os.environ.get("WORKER_HEALTH_PORT"):
         health_port = int(os.environ["WORKER_HEALTH_PORT"])
