@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from odr_shared.testing import (
+    POSTGRES_ADMIN_URL,
     TansuBroker,
     postgres_available,
     postgres_required,
@@ -30,18 +31,33 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TansuBroker]:
         yield b
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+BOTH_DATABASES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
+def need_postgres() -> None:
+    """Go on only if PostgreSQL is reachable: skip the test, or fail it in CI."""
+    if not postgres_available():
+        if postgres_required():
+            pytest.fail("PostgreSQL is required in CI but not reachable")
+        pytest.skip("PostgreSQL not reachable")
+
+
+@pytest.fixture(params=BOTH_DATABASES)
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """An empty database: a SQLite file, and a throwaway PostgreSQL database when reachable."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path}/test.db"
         return
-    if not postgres_available():
-        if postgres_required():
-            pytest.fail("PostgreSQL is required in CI but not reachable")
-        pytest.skip("PostgreSQL not reachable")
+    need_postgres()
     with temporary_postgres_database() as url:
         yield url
+
+
+@pytest.fixture
+def postgres_admin_url() -> str:
+    """The URL through which tests create and drop PostgreSQL databases (ODR_TEST_POSTGRES_URL)."""
+    need_postgres()
+    return POSTGRES_ADMIN_URL
 
 
 @pytest.fixture(scope="session")
