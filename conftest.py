@@ -6,6 +6,7 @@ In CI (CI=true) PostgreSQL must be reachable and nothing may be skipped: a skip 
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -60,13 +61,29 @@ def postgres_admin_url() -> str:
     return POSTGRES_ADMIN_URL
 
 
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    """The whole platform (Tansu, SMTP sink, 4 APIs, 4 workers) on free ports in a temp folder."""
+@pytest.fixture(scope="session", params=BOTH_DATABASES)
+def stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[object]:
+    """The whole platform (Tansu, SMTP sink, 4 APIs, 4 workers) on free ports in a temp folder,
+    once on SQLite files and once on throwaway PostgreSQL databases (dropped at the end).
+
+    pytest runs every test of one stack before it starts the other, so only one runs at a time.
+    """
     from odr_cli.stack import Ports, Stack
 
-    var = tmp_path_factory.mktemp("stack")
-    s = Stack(var, Ports.free(), extra_env={"ENVIRONMENT": "test", "LOG_FORMAT": "json"})
+    if request.param == "postgresql":
+        need_postgres()
+    var = tmp_path_factory.mktemp(f"stack-{request.param}")
+    s = Stack(
+        var,
+        Ports.free(),
+        database=request.param,
+        postgres_url=POSTGRES_ADMIN_URL,
+        database_prefix=f"odr_e2e_{uuid.uuid4().hex[:8]}",
+        drop_databases=True,
+        extra_env={"ENVIRONMENT": "test", "LOG_FORMAT": "json"},
+    )
     try:
         s.start()
         yield s
