@@ -48,7 +48,8 @@ SERVICES: dict[str, tuple[str, int]] = {
 # databases through it).
 DATABASES = ("sqlite", "postgres")
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-# The stack's own database names are `<prefix>_<service>`, quoted as they are in SQL.
+# The stack's own databases are `<prefix>_<service>`: lower case, so psql and SQL name them
+# the same way unquoted, and nothing in a prefix can close the quotes around a name.
 _DATABASE_PREFIX = re.compile(r"[a-z_][a-z0-9_]{0,40}")
 
 
@@ -117,10 +118,10 @@ class Stack:
     """Start and stop the whole platform as child processes.
 
     `database` is where the services keep their data: `sqlite` (a file each under `var`) or
-    `postgres` (a database each, `<database_prefix>_<service>`, on the server `postgres_url`
-    is the admin URL of; created when missing, kept, or dropped on stop with
-    `drop_databases`). A service's URL in `database_urls` (or `extra_env`) is used as it is:
-    the stack neither creates nor drops that database.
+    `postgres` (a database each, `<database_prefix>_<service>`, created through the admin URL
+    `postgres_url` when missing; kept, or with `drop_databases` dropped when the stack stops).
+    A service's URL in `database_urls` (or `extra_env`) is used as it is: the stack neither
+    creates nor drops that database.
     """
 
     def __init__(
