@@ -6,12 +6,14 @@ In CI (CI=true) PostgreSQL must be reachable and nothing may be skipped: a skip 
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from odr_shared.testing import (
+    POSTGRES_ADMIN_URL,
     TansuBroker,
     postgres_available,
     postgres_required,
@@ -30,16 +32,24 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TansuBroker]:
         yield b
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+BOTH_DATABASES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
+def need_postgres() -> None:
+    """Go on only if PostgreSQL is reachable: skip the test, or fail it in CI."""
+    if not postgres_available():
+        if postgres_required():
+            pytest.fail("PostgreSQL is required in CI but not reachable")
+        pytest.skip("PostgreSQL not reachable")
+
+
+@pytest.fixture(params=BOTH_DATABASES)
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """An empty database: a SQLite file, and a throwaway PostgreSQL database when reachable."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path}/test.db"
         return
-    if not postgres_available():
-        if postgres_required():
-            pytest.fail("PostgreSQL is required in CI but not reachable")
-        pytest.skip("PostgreSQL not reachable")
+    need_postgres()
     with temporary_postgres_database() as url:
         yield url
 
@@ -47,21 +57,41 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A throwaway PostgreSQL database, for what SQLite cannot show (several writers at once)."""
-    if not postgres_available():
-        if postgres_required():
-            pytest.fail("PostgreSQL is required in CI but not reachable")
-        pytest.skip("PostgreSQL not reachable")
+    need_postgres()
     with temporary_postgres_database() as url:
         yield url
 
 
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    """The whole platform (Tansu, SMTP sink, 4 APIs, 4 workers) on free ports in a temp folder."""
+@pytest.fixture
+def postgres_admin_url() -> str:
+    """The URL through which tests create and drop PostgreSQL databases (ODR_TEST_POSTGRES_URL)."""
+    need_postgres()
+    return POSTGRES_ADMIN_URL
+
+
+@pytest.fixture(scope="session", params=BOTH_DATABASES)
+def stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[object]:
+    """The whole platform (Tansu, SMTP sink, 4 APIs, 4 workers) on free ports in a temp folder,
+    once on SQLite files and once on throwaway PostgreSQL databases (dropped at the end).
+
+    pytest runs every test of one stack before it starts the other, so only one runs at a time.
+    """
     from odr_cli.stack import Ports, Stack
 
-    var = tmp_path_factory.mktemp("stack")
-    s = Stack(var, Ports.free(), extra_env={"ENVIRONMENT": "test", "LOG_FORMAT": "json"})
+    if request.param == "postgresql":
+        need_postgres()
+    var = tmp_path_factory.mktemp(f"stack-{request.param}")
+    s = Stack(
+        var,
+        Ports.free(),
+        database=request.param,
+        postgres_url=POSTGRES_ADMIN_URL,
+        database_prefix=f"odr_e2e_{uuid.uuid4().hex[:8]}",
+        drop_databases=True,
+        extra_env={"ENVIRONMENT": "test", "LOG_FORMAT": "json"},
+    )
     try:
         s.start()
         yield s

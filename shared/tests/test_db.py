@@ -1,4 +1,4 @@
-"""SQLite engines: write transactions take the lock up front, read-only ones never wait for it."""
+"""Engines: SQLite writes take the lock up front, reads go without it; server pools are bounded."""
 
 from __future__ import annotations
 
@@ -99,3 +99,39 @@ def test_bulk_insert_stores_exactly_what_sqlalchemy_would(database_url: str) -> 
     ids = dict((name, id_) for id_, name in returned)
     assert all(got[name].id == id_ for name, id_ in ids.items())
     engine.dispose()
+
+
+def test_the_pool_holds_what_db_pool_size_and_db_max_overflow_allow(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The settings read DB_POOL_SIZE and DB_MAX_OVERFLOW; on PostgreSQL a process then opens
+    at most their sum, and one more checkout waits for a connection to come back (here it gives
+    up at once). SQLite files keep their own pool: the settings do not apply to them."""
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    from odr_shared.settings import ServiceSettings
+
+    monkeypatch.setenv("DB_POOL_SIZE", "1")
+    monkeypatch.setenv("DB_MAX_OVERFLOW", "1")
+    settings = ServiceSettings()
+    assert (settings.db_pool_size, settings.db_max_overflow) == (1, 1)
+    engine = make_engine(
+        database_url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        pool_timeout=0.2,
+    )
+    try:
+        first, second = engine.connect(), engine.connect()
+        if engine.dialect.name == "sqlite":
+            engine.connect().close()  # a third: the settings are not SQLite's limit
+        else:
+            assert engine.pool.size() == 1
+            with pytest.raises(PoolTimeout):
+                engine.connect()
+            second.close()
+            engine.connect().close()  # one came back: the next checkout gets it
+        first.close()
+        second.close()
+    finally:
+        engine.dispose()

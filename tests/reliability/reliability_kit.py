@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import threading
 import time
 import uuid
@@ -18,11 +17,14 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import bindparam, inspect, text
+from sqlalchemy.engine import Engine
 
-from odr_cli.stack import Ports, Stack
+from odr_cli.stack import Ports, Stack, database_from_env
 from odr_shared.auth import TokenService
+from odr_shared.db import READ_ONLY, make_engine
 from odr_shared.settings import ServiceSettings
-from odr_shared.testing import free_port, standard_webhook_headers
+from odr_shared.testing import POSTGRES_ADMIN_URL, free_port, standard_webhook_headers
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS_FILE = ROOT / "test-artifacts" / "reliability.json"
@@ -218,15 +220,42 @@ class ReliabilityStack:
     stack: Stack
     receiver: Receiver
     platforms: dict[str, PlatformHandle] = field(default_factory=dict)
+    engines: dict[str, Engine] = field(default_factory=dict)
 
-    def db(self, service: str) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.stack.var / f"{service}.db", timeout=30)
-        conn.execute("PRAGMA busy_timeout = 30000")
-        return conn
+    def engine(self, service: str) -> Engine:
+        """An engine on `service`'s database, whichever the stack runs on (made once)."""
+        if service not in self.engines:
+            self.engines[service] = make_engine(
+                self.stack.database_url(service), pool_size=1, max_overflow=1
+            )
+        return self.engines[service]
 
-    def scalar(self, service: str, sql: str, *args: Any) -> int:
-        with self.db(service) as conn:
-            return int(conn.execute(sql, args).fetchone()[0])
+    def rows(self, service: str, sql: str, **params: Any) -> list[tuple[Any, ...]]:
+        """One read of `service`'s database: `:name` parameters; a list or tuple value is
+        expanded (`IN :ids`). A read never holds SQLite's write lock."""
+        query = text(sql).bindparams(
+            *(
+                bindparam(k, expanding=True)
+                for k, v in params.items()
+                if isinstance(v, list | tuple)
+            )
+        )
+        with self.engine(service).connect().execution_options(**{READ_ONLY: True}) as conn:
+            return [tuple(r) for r in conn.execute(query, params)]
+
+    def one(self, service: str, sql: str, **params: Any) -> tuple[Any, ...] | None:
+        found = self.rows(service, sql, **params)
+        return found[0] if found else None
+
+    def scalar(self, service: str, sql: str, **params: Any) -> int:
+        return int(self.rows(service, sql, **params)[0][0] or 0)
+
+    def tables(self, service: str) -> list[str]:
+        return sorted(inspect(self.engine(service)).get_table_names())
+
+    def close(self) -> None:
+        for engine in self.engines.values():
+            engine.dispose()
 
     def pause(self, name: str) -> None:
         proc = self.stack.procs[name].popen
@@ -251,14 +280,27 @@ class ReliabilityStack:
 
 @pytest.fixture(scope="session")
 def rstack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReliabilityStack]:
-    """The whole platform on free ports, for this suite only: its kills disturb nobody else."""
+    """The whole platform on free ports, for this suite only: its kills disturb nobody else.
+
+    On SQLite files, or on throwaway PostgreSQL databases with ODR_DATABASE=postgres.
+    """
     var = tmp_path_factory.mktemp("reliability")
     receiver = Receiver(var)
-    stack = Stack(var / "stack", Ports.free(), extra_env=STACK_ENV)
+    stack = Stack(
+        var / "stack",
+        Ports.free(),
+        database=database_from_env(),
+        postgres_url=POSTGRES_ADMIN_URL,
+        database_prefix=f"odr_rel_{uuid.uuid4().hex[:8]}",
+        drop_databases=True,
+        extra_env=STACK_ENV,
+    )
+    rs = ReliabilityStack(stack, receiver)
     try:
         stack.start()
-        yield ReliabilityStack(stack, receiver)
+        yield rs
     finally:
+        rs.close()
         stack.stop()
         receiver.close()
 

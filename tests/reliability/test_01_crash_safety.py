@@ -27,26 +27,27 @@ STATUSES = ["created", "paid", "shipped", "delivered"]
 
 def history_rows(rs: ReliabilityStack, *platform_ids: str) -> tuple[int, int]:
     """(rows, distinct order/status/time) in complaints' order status history."""
-    marks = ",".join("?" * len(platform_ids))
-    sql = (
+    row = rs.one(
+        "complaints",
         "SELECT count(*), count(DISTINCT h.order_id || '|' || h.status || '|' || h.status_at) "
         "FROM order_status_history h JOIN orders o ON o.id = h.order_id "
-        "WHERE o.platform_id IN (" + marks + ")"
+        "WHERE o.platform_id IN :platform_ids",
+        platform_ids=list(platform_ids),
     )
-    with rs.db("complaints") as conn:
-        rows, distinct = conn.execute(sql, platform_ids).fetchone()
-    return int(rows), int(distinct)
+    assert row is not None
+    return int(row[0]), int(row[1])
 
 
 def published_outbox(rs: ReliabilityStack, service: str, prefix: str) -> tuple[int, int]:
     """(all, unpublished) outbox rows whose key starts with prefix."""
-    with rs.db(service) as conn:
-        total, pending = conn.execute(
-            "SELECT count(*), coalesce(sum(published_at IS NULL), 0) FROM outbox_messages "
-            "WHERE key LIKE ?",
-            (f"{prefix}%",),
-        ).fetchone()
-    return int(total), int(pending)
+    row = rs.one(
+        service,
+        "SELECT count(*), count(*) - count(published_at) FROM outbox_messages "
+        "WHERE key LIKE :prefix",
+        prefix=f"{prefix}%",
+    )
+    assert row is not None
+    return int(row[0]), int(row[1])
 
 
 def test_workers_sigkilled_while_events_flow_lose_and_duplicate_nothing(
@@ -97,19 +98,19 @@ def test_workers_sigkilled_while_events_flow_lose_and_duplicate_nothing(
         rows, _ = history_rows(rstack, loud.platform_id, quiet.platform_id)
         sent = rstack.scalar(
             "notifications",
-            "SELECT count(*) FROM deliveries WHERE platform_id = ? AND status = 'sent'",
-            loud.platform_id,
+            "SELECT count(*) FROM deliveries WHERE platform_id = :p AND status = 'sent'",
+            p=loud.platform_id,
         )
         return rows >= events and sent >= expected_sms
 
     try:
         wait_for(settled, timeout_s=180, interval=1.0)
     except AssertionError:
-        with rstack.db("notifications") as conn:
-            states = conn.execute(
-                "SELECT status, count(*) FROM deliveries WHERE platform_id = ? GROUP BY status",
-                (loud.platform_id,),
-            ).fetchall()
+        states = rstack.rows(
+            "notifications",
+            "SELECT status, count(*) FROM deliveries WHERE platform_id = :p GROUP BY status",
+            p=loud.platform_id,
+        )
         rows, _ = history_rows(rstack, loud.platform_id, quiet.platform_id)
         raise AssertionError(f"not settled: history {rows}/{events}, deliveries {states}") from None
     time.sleep(2)  # anything late would be a duplicate: give it the chance to show up
@@ -118,20 +119,16 @@ def test_workers_sigkilled_while_events_flow_lose_and_duplicate_nothing(
     rows, distinct = history_rows(rstack, loud.platform_id, quiet.platform_id)
     orders = rstack.scalar(
         "complaints",
-        "SELECT count(*) FROM orders WHERE platform_id IN (?, ?)",
-        loud.platform_id,
-        quiet.platform_id,
+        "SELECT count(*) FROM orders WHERE platform_id IN :ps",
+        ps=[loud.platform_id, quiet.platform_id],
     )
     outbox_loud = published_outbox(rstack, "gateway", f"{loud.platform_id}:")
     outbox_quiet = published_outbox(rstack, "gateway", f"{quiet.platform_id}:")
-    deliveries, delivery_events = (
-        rstack.db("notifications")
-        .execute(
-            "SELECT count(*), count(DISTINCT event_id) FROM deliveries WHERE platform_id = ?",
-            (loud.platform_id,),
-        )
-        .fetchone()
-    )
+    deliveries, delivery_events = rstack.one(
+        "notifications",
+        "SELECT count(*), count(DISTINCT event_id) FROM deliveries WHERE platform_id = :p",
+        p=loud.platform_id,
+    ) or (0, 0)
     loud_phones = {"+84" + p[1:] for _c, p, _e in loud_orders}
     sms = [m for m in rstack.sms_lines() if m["to"] in loud_phones]
     sms_refs = {m["reference"] for m in sms}

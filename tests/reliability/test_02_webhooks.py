@@ -141,14 +141,14 @@ def test_each_kind_of_bad_delivery_is_rejected_or_absorbed_as_the_contract_says(
     assert statuses.count("delivered") == 1
     assert set(statuses) <= {"delivered", "shipped"}
     # Nothing lost: every refused delivery is kept in the inbound log.
-    with rstack.db("gateway") as conn:
-        kept = dict(
-            conn.execute(
-                "SELECT status, count(*) FROM inbound_deliveries WHERE platform_id = ? "
-                "GROUP BY status",
-                (a.platform_id,),
-            ).fetchall()
+    kept = dict(
+        rstack.rows(
+            "gateway",
+            "SELECT status, count(*) FROM inbound_deliveries WHERE platform_id = :p "
+            "GROUP BY status",
+            p=a.platform_id,
         )
+    )
     refused = sum(len(outcomes[c]) for c in ("tampered", "stale_timestamp", "unsigned"))
     refused += 1 + len(outcomes["oversized"]) + len(outcomes["malformed_signed"])
     record(

@@ -162,11 +162,11 @@ def setup_side(rs: ReliabilityStack, tag: str, category: str) -> Side:
         ),
         timeout_s=90,
     )
-    with rs.db("gateway") as conn:
-        inbound_id = conn.execute(
-            "SELECT max(id) FROM inbound_deliveries WHERE platform_id = ?",
-            (platform.platform_id,),
-        ).fetchone()[0]
+    inbound_id = rs.scalar(
+        "gateway",
+        "SELECT max(id) FROM inbound_deliveries WHERE platform_id = :p",
+        p=platform.platform_id,
+    )
     return Side(
         platform.platform_id,
         code,
@@ -271,36 +271,30 @@ def endpoints(
 
 def mediation_state(rs: ReliabilityStack) -> tuple[Any, ...]:
     """Every mediation table's row count (a stranger's call must add nothing)."""
-    with rs.db("mediation") as conn:
-        tables = [
-            r[0]
-            for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
-        ]
-        return tuple(
-            (t, conn.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0])  # noqa: S608
-            for t in sorted(tables)
-            if t not in ("inbox_events", "rate_limit_windows")
-        )
+    return tuple(
+        (t, rs.scalar("mediation", f'SELECT count(*) FROM "{t}"'))  # noqa: S608 - table names
+        for t in rs.tables("mediation")
+        if t not in ("inbox_events", "rate_limit_windows")
+    )
 
 
 def case_state(rs: ReliabilityStack, case_id: str) -> tuple[Any, ...]:
-    with rs.db("complaints") as conn:
-        status = conn.execute("SELECT status FROM cases WHERE id = ?", (case_id,)).fetchone()
-        timeline = conn.execute(
-            "SELECT count(*) FROM case_timeline WHERE case_id = ?", (case_id,)
-        ).fetchone()
-        offers = conn.execute(
-            "SELECT count(*), group_concat(status) FROM case_offers WHERE case_id = ?", (case_id,)
-        ).fetchone()
-        evidence = conn.execute(
-            "SELECT count(*) FROM case_evidence WHERE case_id = ?", (case_id,)
-        ).fetchone()
-    with rs.db("gateway") as conn:
-        platform = conn.execute(
-            "SELECT name, signing_secret_enc FROM platforms p JOIN (SELECT platform_id FROM "
-            "order_snapshots WHERE order_id LIKE ? LIMIT 1) o ON o.platform_id = p.id",
-            (f"%:{case_id}",),
-        ).fetchone()
+    status = rs.one("complaints", "SELECT status FROM cases WHERE id = :c", c=case_id)
+    timeline = rs.scalar(
+        "complaints", "SELECT count(*) FROM case_timeline WHERE case_id = :c", c=case_id
+    )
+    offers = sorted(
+        rs.rows("complaints", "SELECT status FROM case_offers WHERE case_id = :c", c=case_id)
+    )
+    evidence = rs.scalar(
+        "complaints", "SELECT count(*) FROM case_evidence WHERE case_id = :c", c=case_id
+    )
+    platform = rs.one(
+        "gateway",
+        "SELECT name, signing_secret_enc FROM platforms p JOIN (SELECT platform_id FROM "
+        "order_snapshots WHERE order_id LIKE :o LIMIT 1) o ON o.platform_id = p.id",
+        o=f"%:{case_id}",
+    )
     return (status, timeline, offers, evidence, platform)
 
 
@@ -319,10 +313,11 @@ def test_access_matrix_every_stranger_gets_404(rstack: ReliabilityStack) -> None
                 break
             before, mediation_before = now
             time.sleep(1.5)
-        with rstack.db("gateway") as conn:
-            platform_before = conn.execute(
-                "SELECT name, signing_secret_enc FROM platforms WHERE id = ?", (owner.platform_id,)
-            ).fetchone()
+        platform_before = rstack.one(
+            "gateway",
+            "SELECT name, signing_secret_enc FROM platforms WHERE id = :p",
+            p=owner.platform_id,
+        )
         for service, method, path, kwargs, _roles in endpoints(rstack, owner):
             url = rstack.stack.url(service) + path
             for role, tok in stranger.tokens.items():
@@ -352,14 +347,14 @@ def test_access_matrix_every_stranger_gets_404(rstack: ReliabilityStack) -> None
         # Nothing a stranger did changed the owner's case or platform.
         assert case_state(rstack, owner.case_id) == before
         assert mediation_state(rstack) == mediation_before
-        with rstack.db("gateway") as conn:
-            assert (
-                conn.execute(
-                    "SELECT name, signing_secret_enc FROM platforms WHERE id = ?",
-                    (owner.platform_id,),
-                ).fetchone()
-                == platform_before
+        assert (
+            rstack.one(
+                "gateway",
+                "SELECT name, signing_secret_enc FROM platforms WHERE id = :p",
+                p=owner.platform_id,
             )
+            == platform_before
+        )
         # Owners' reads work (the matrix would prove nothing if everyone got 404).
         for service, method, path, kwargs, roles in endpoints(rstack, owner):
             if method != "GET":

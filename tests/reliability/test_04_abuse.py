@@ -126,8 +126,8 @@ def test_complaint_flooding_opens_one_case(rstack: ReliabilityStack) -> None:
     conflict_refs = {r.text.count(next(iter(refs))) > 0 for r in answers if r.status_code == 409}
     cases = rstack.scalar(
         "complaints",
-        "SELECT count(*) FROM cases WHERE order_id = ?",
-        f"{platform.platform_id}:{code}",
+        "SELECT count(*) FROM cases WHERE order_id = :o",
+        o=f"{platform.platform_id}:{code}",
     )
     record(
         "complaint_flood",

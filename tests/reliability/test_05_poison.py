@@ -79,7 +79,9 @@ def test_poison_messages_are_dead_lettered_with_the_error_and_topics_keep_flowin
     )
     wait_for(
         lambda: rstack.scalar(
-            "complaints", "SELECT count(*) FROM orders WHERE platform_id = ?", platform.platform_id
+            "complaints",
+            "SELECT count(*) FROM orders WHERE platform_id = :p",
+            p=platform.platform_id,
         ),
         timeout_s=60,
     )

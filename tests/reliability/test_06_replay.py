@@ -22,26 +22,23 @@ pytestmark = [pytest.mark.reliability, pytest.mark.e2e]
 
 
 def snapshot(rs: ReliabilityStack) -> dict[str, Any]:
-    with rs.db("complaints") as c:
-        cases = sorted(c.execute("SELECT id, status FROM cases").fetchall())
-        complaints = {
-            t: c.execute(f"SELECT count(*) FROM {t}").fetchone()[0]  # noqa: S608 - fixed names
-            for t in (
-                "orders",
-                "order_status_history",
-                "case_transitions",
-                "case_timeline",
-                "case_neutrals",
-                "outbox_messages",
-            )
-        }
-        orders = sorted(c.execute("SELECT id, status, status_at FROM orders").fetchall())
-    with rs.db("notifications") as n:
-        deliveries = n.execute("SELECT count(*) FROM deliveries").fetchone()[0]
-        notif_outbox = n.execute("SELECT count(*) FROM outbox_messages").fetchone()[0]
-    with rs.db("gateway") as g:
-        outbound = g.execute("SELECT count(*) FROM outbound_deliveries").fetchone()[0]
-        gw_outbox = g.execute("SELECT count(*) FROM outbox_messages").fetchone()[0]
+    cases = sorted(rs.rows("complaints", "SELECT id, status FROM cases"))
+    complaints = {
+        t: rs.scalar("complaints", f"SELECT count(*) FROM {t}")  # noqa: S608 - fixed names
+        for t in (
+            "orders",
+            "order_status_history",
+            "case_transitions",
+            "case_timeline",
+            "case_neutrals",
+            "outbox_messages",
+        )
+    }
+    orders = sorted(rs.rows("complaints", "SELECT id, status, status_at FROM orders"))
+    deliveries = rs.scalar("notifications", "SELECT count(*) FROM deliveries")
+    notif_outbox = rs.scalar("notifications", "SELECT count(*) FROM outbox_messages")
+    outbound = rs.scalar("gateway", "SELECT count(*) FROM outbound_deliveries")
+    gw_outbox = rs.scalar("gateway", "SELECT count(*) FROM outbox_messages")
     return {
         "cases": cases,
         "orders": orders,

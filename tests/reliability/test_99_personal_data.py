@@ -4,9 +4,7 @@ letter or webhook delivery written during the run (runs last, after every other 
 from __future__ import annotations
 
 import re
-import sqlite3
 from collections.abc import Iterable
-from pathlib import Path
 
 import pytest
 from reliability_kit import (
@@ -44,14 +42,12 @@ class Scanner:
         return hits
 
 
-def db_rows(path: Path, table: str) -> list[bytes]:
-    with sqlite3.connect(path) as conn:
-        cols = [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
-        rows = conn.execute(f"SELECT * FROM {table}").fetchall()  # noqa: S608 - fixed names
+def db_rows(rs: ReliabilityStack, service: str, table: str) -> list[bytes]:
+    """Each row of a table as a reader of the database sees it, its values joined."""
+    rows = rs.rows(service, f"SELECT * FROM {table}")  # noqa: S608 - fixed names
     return [
         b"|".join(v if isinstance(v, bytes) else str(v).encode() for v in row if v is not None)
         for row in rows
-        if cols
     ]
 
 
@@ -83,13 +79,13 @@ def test_no_personal_data_in_clear_in_logs_dead_letters_or_webhook_deliveries(
     # attempts, as a reader of the database sees them) and what the marketplace received.
     stored = 0
     for table in ("inbound_deliveries", "outbound_deliveries", "outbound_attempts"):
-        for i, row in enumerate(db_rows(var / "gateway.db", table)):
+        for i, row in enumerate(db_rows(rstack, "gateway", table)):
             stored += 1
             for hit in scan.find(row):
                 leaks.setdefault(f"gateway.{table}#{i}", []).append(hit)
     # SMS and email delivery records as stored by notifications (recipients encrypted, bodies
     # with contacts masked).
-    for i, row in enumerate(db_rows(var / "notifications.db", "deliveries")):
+    for i, row in enumerate(db_rows(rstack, "notifications", "deliveries")):
         stored += 1
         for hit in scan.find(row):
             leaks.setdefault(f"notifications.deliveries#{i}", []).append(hit)
@@ -104,7 +100,7 @@ def test_no_personal_data_in_clear_in_logs_dead_letters_or_webhook_deliveries(
     # case events carry the consumer's contact so notifications can reach them).
     outbox_with_contacts = {}
     for service in ("gateway", "complaints", "notifications", "mediation"):
-        rows = db_rows(var / f"{service}.db", "outbox_messages")
+        rows = db_rows(rstack, service, "outbox_messages")
         outbox_with_contacts[service] = sum(1 for r in rows if scan.find(r))
 
     record(

@@ -174,7 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     stack = sub.add_parser("stack", help="run the whole platform on this machine (make run)")
     stack.add_argument("--var", default="var", help="folder for databases, logs and uploads")
-    stack.add_argument("--reset", action="store_true", help="delete the SQLite files first")
+    stack.add_argument(
+        "--reset",
+        action="store_true",
+        help="start afresh: delete the folder and, on PostgreSQL, drop the stack's databases",
+    )
     stack.set_defaults(func=cmd_stack)
     return parser
 

@@ -181,6 +181,30 @@ def test_410_disables_the_endpoint_until_an_operator_re_enables_it(
     assert [x["status"] for x in deliveries(gw, pid)] == ["delivered", "delivered"]
 
 
+def test_a_delivery_whose_platform_was_switched_off_is_closed_with_one_connection(
+    gw, endpoint, outbound, settings
+) -> None:
+    """Every sending thread may have to record `disabled`; it gives its read's connection back
+    first, so the dispatcher works with a pool of one (on PostgreSQL, where DB_POOL_SIZE
+    applies; a second connection held beside the first would wait out the pool's timeout)."""
+    from odr_shared.db import make_engine, make_session_factory
+
+    p = gw.register(outbound_url=endpoint.url)
+    pid = p["platform_id"]
+    outbound.publish(case_event(pid))
+    r = gw.client.patch(f"/v1/platforms/{pid}", json={"outbound_enabled": False}, headers=gw.admin)
+    assert r.status_code == 200, r.text
+    engine = make_engine(settings.database_url, pool_size=1, max_overflow=0, pool_timeout=2)
+    d = OutboundDispatcher(make_session_factory(engine), gw.client.app.state.cipher, settings)
+    try:
+        assert d.run_once() == 1
+    finally:
+        d.close()
+        engine.dispose()
+    assert [x["status"] for x in deliveries(gw, pid)] == ["disabled"]
+    assert endpoint.received == []
+
+
 def test_replay_sends_a_delivered_event_again(gw, endpoint, outbound, until) -> None:
     p = gw.register(outbound_url=endpoint.url)
     pid = p["platform_id"]

@@ -64,15 +64,29 @@ WORKER_CHECKPOINT_PAGES = 1000
 # and the worker beside them (its outbox relay commits every few tens of milliseconds under
 # load) checkpoints long before, so a request does not wait for a checkpoint's page copying.
 API_CHECKPOINT_PAGES = 10_000
+# Connections each engine keeps open, and how many more it may open for a burst (both settable:
+# DB_POOL_SIZE, DB_MAX_OVERFLOW). Small on purpose: every process of every service has its own
+# pool, a process's transactions are short and the GIL lets few of them run at once, and the
+# whole local stack (4 APIs, 4 workers, the gateway's store process: 9 pools) then needs at
+# most 9 x 5 = 45 of a PostgreSQL's 100 connections. A request that finds the pool busy waits
+# for a connection (up to 30 s) rather than failing.
+DEFAULT_POOL_SIZE = 3
+DEFAULT_MAX_OVERFLOW = 2
 
 
 def make_engine(
-    url: str, *, checkpoint_pages: int = WORKER_CHECKPOINT_PAGES, **kwargs: Any
+    url: str,
+    *,
+    checkpoint_pages: int = WORKER_CHECKPOINT_PAGES,
+    pool_size: int = DEFAULT_POOL_SIZE,
+    max_overflow: int = DEFAULT_MAX_OVERFLOW,
+    **kwargs: Any,
 ) -> Engine:
     """An engine; on SQLite, WAL and a busy timeout so an API and its worker can share the file.
 
     `checkpoint_pages` is SQLite's wal_autocheckpoint for this engine's connections (see
-    API_CHECKPOINT_PAGES); other databases ignore it.
+    API_CHECKPOINT_PAGES); `pool_size` and `max_overflow` bound a server database's connection
+    pool (see DEFAULT_POOL_SIZE). Each applies to its kind of database only.
     """
     if url.startswith("sqlite"):
         kwargs.setdefault("connect_args", {"check_same_thread": False, "timeout": 30})
@@ -105,9 +119,7 @@ def make_engine(
 
         return engine
     kwargs.setdefault("pool_pre_ping", True)
-    kwargs.setdefault("pool_size", 10)
-    kwargs.setdefault("max_overflow", 20)
-    return create_engine(url, **kwargs)
+    return create_engine(url, pool_size=pool_size, max_overflow=max_overflow, **kwargs)
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -7,6 +7,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from odr_shared.db import DEFAULT_MAX_OVERFLOW, DEFAULT_POOL_SIZE
+
 DEV_JWT_SECRET = "dev-only-jwt-secret-change-me-0123456789abcdef"  # noqa: S105 - refused outside development
 DEV_DATA_KEY = "ZGV2LW9ubHktZGF0YS1rZXktY2hhbmdlLW1lLTAxMjM="
 PLACEHOLDERS = {DEV_JWT_SECRET, DEV_DATA_KEY, "changeme", "change-me", ""}
@@ -55,6 +57,11 @@ class ServiceSettings(BaseSettings):
     )
     consumer_backoff_max_s: float = Field(5.0, validation_alias=_common("CONSUMER_BACKOFF_MAX_S"))
     outbox_poll_interval_s: float = Field(0.05, validation_alias=_common("OUTBOX_POLL_INTERVAL_S"))
+    # Each process's connection pool on a server database (odr_shared.db.DEFAULT_POOL_SIZE).
+    db_pool_size: int = Field(DEFAULT_POOL_SIZE, ge=1, validation_alias=_common("DB_POOL_SIZE"))
+    db_max_overflow: int = Field(
+        DEFAULT_MAX_OVERFLOW, ge=0, validation_alias=_common("DB_MAX_OVERFLOW")
+    )
 
     @model_validator(mode="after")
     def _refuse_placeholders(self) -> ServiceSettings:

@@ -1,4 +1,4 @@
-"""Test infrastructure: a real Tansu broker on a free port, throwaway PostgreSQL databases."""
+"""Test and stack infrastructure: Tansu on a free port, PostgreSQL databases made and dropped."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
 
 def tansu_binary() -> Path:
@@ -132,17 +133,31 @@ def postgres_required() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-@contextlib.contextmanager
-def temporary_postgres_database(prefix: str = "odr_test") -> Iterator[str]:
-    """Create a fresh database, yield its URL, drop it afterwards."""
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    base, _, _ = POSTGRES_ADMIN_URL.rpartition("/")
+def postgres_database_url(admin_url: str, name: str) -> str:
+    """The URL of database `name` on the server `admin_url` points at (same user, host, options)."""
+    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+
+
+def create_postgres_database(admin_url: str, name: str) -> bool:
+    """Create database `name` unless it exists; True if this call created it."""
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
     try:
-        yield f"{base}/{name}"
+        with admin.connect() as conn:
+            exists = conn.execute(
+                text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}
+            ).first()
+            if exists:
+                return False
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+            return True
     finally:
+        admin.dispose()
+
+
+def drop_postgres_database(admin_url: str, name: str) -> None:
+    """Drop database `name` if it exists, ending the sessions still connected to it first."""
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
         with admin.connect() as conn:
             conn.execute(
                 text(
@@ -152,7 +167,19 @@ def temporary_postgres_database(prefix: str = "odr_test") -> Iterator[str]:
                 {"n": name},
             )
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+    finally:
         admin.dispose()
+
+
+@contextlib.contextmanager
+def temporary_postgres_database(prefix: str = "odr_test") -> Iterator[str]:
+    """Create a fresh database, yield its URL, drop it afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    create_postgres_database(POSTGRES_ADMIN_URL, name)
+    try:
+        yield postgres_database_url(POSTGRES_ADMIN_URL, name)
+    finally:
+        drop_postgres_database(POSTGRES_ADMIN_URL, name)
 
 
 def python() -> str:

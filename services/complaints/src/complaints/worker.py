@@ -42,7 +42,11 @@ class DeadlineClock(Stoppable):
 def main(settings: ComplaintsSettings | None = None) -> None:
     settings = settings or get_settings()
     configure_logging("complaints-worker", settings.log_level, settings.log_format)
-    engine = make_engine(settings.database_url)
+    engine = make_engine(
+        settings.database_url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+    )
     deps = build_deps(settings, engine)
     producer = make_producer(settings.kafka_bootstrap_servers, "complaints-worker")
     consumer = EventConsumer(

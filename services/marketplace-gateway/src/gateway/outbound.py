@@ -179,12 +179,15 @@ class OutboundDispatcher(Stoppable):
             platform = session.get(Platform, delivery.platform_id)
             if platform is None:
                 return
-            if not platform.outbound_enabled or not platform.outbound_url:
-                self._finish(delivery_id, status="disabled", clear_lease=True)
-                return
-            url = platform.outbound_url
-            secrets = outbound_secrets(self.cipher, platform, utcnow())
-            payload = bytes(delivery.payload)
+            url = platform.outbound_url if platform.outbound_enabled else None
+            if url:
+                secrets = outbound_secrets(self.cipher, platform, utcnow())
+                payload = bytes(delivery.payload)
+        if not url:
+            # Recorded once the read above has given its connection back: a thread holding one
+            # while it waits for a second can wait on a pool the other sending threads hold.
+            self._finish(delivery_id, status="disabled", clear_lease=True)
+            return
         # A fresh timestamp and signature on every attempt; the webhook-id stays the same.
         headers = standard_webhooks_headers(secrets, delivery_id, int(time.time()), payload)
         headers["user-agent"] = "odr-gateway/0.1"

@@ -371,7 +371,12 @@ def serve(conn: Connection, settings: GatewaySettings) -> None:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    engine = make_engine(settings.database_url, checkpoint_pages=API_CHECKPOINT_PAGES)
+    engine = make_engine(
+        settings.database_url,
+        checkpoint_pages=API_CHECKPOINT_PAGES,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+    )
     ingestor = Ingestor(
         make_session_factory(engine), DataCipher(settings.data_encryption_key), settings
     )

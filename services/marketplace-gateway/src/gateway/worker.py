@@ -18,7 +18,11 @@ CONSUMER_GROUP = "gateway"
 def build_parts(
     settings: GatewaySettings,
 ) -> tuple[OutboxRelay, EventConsumer, OutboundDispatcher, object]:
-    engine = make_engine(settings.database_url)
+    engine = make_engine(
+        settings.database_url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+    )
     sessions = make_session_factory(engine)
     cipher = DataCipher(settings.data_encryption_key)
     producer = make_producer(settings.kafka_bootstrap_servers, "gateway-relay")

@@ -16,7 +16,11 @@ from odr_shared.worker import run_worker
 def main(settings: MediationSettings | None = None) -> None:
     settings = settings or get_settings()
     configure_logging("mediation-worker", settings.log_level, settings.log_format)
-    engine = make_engine(settings.database_url)
+    engine = make_engine(
+        settings.database_url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+    )
     sessions = make_session_factory(engine)
     producer = make_producer(settings.kafka_bootstrap_servers, "mediation-worker")
     consumer = EventConsumer(

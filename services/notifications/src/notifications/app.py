@@ -15,7 +15,12 @@ from odr_shared.web import create_service_app
 def create_app(settings: NotificationsSettings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging("notifications", settings.log_level, settings.log_format)
-    engine = make_engine(settings.database_url, checkpoint_pages=API_CHECKPOINT_PAGES)
+    engine = make_engine(
+        settings.database_url,
+        checkpoint_pages=API_CHECKPOINT_PAGES,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+    )
     app = create_service_app(
         service="notifications",
         title="ODR notifications",

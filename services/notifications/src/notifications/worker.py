@@ -35,7 +35,11 @@ def build_parts(
     settings: NotificationsSettings, producer: KafkaProducer, *, clock: Clock = utcnow
 ) -> WorkerParts:
     """The worker's loops; tests run the very same parts in threads."""
-    engine = make_engine(settings.database_url)
+    engine = make_engine(
+        settings.database_url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+    )
     sessions = make_session_factory(engine)
     consumer = EventConsumer(
         settings=settings,
