@@ -67,8 +67,8 @@ API_CHECKPOINT_PAGES = 10_000
 # Connections each engine keeps open, and how many more it may open for a burst (both settable:
 # DB_POOL_SIZE, DB_MAX_OVERFLOW). Small on purpose: every process of every service has its own
 # pool, a process's transactions are short and the GIL lets few of them run at once, and the
-# whole local stack (4 APIs, 4 workers, the gateway's store process: 9 pools) then needs at
-# most 9 x 5 = 45 of a PostgreSQL's 100 connections. A request that finds the pool busy waits
+# whole local stack (4 APIs, 4 workers: 8 pools) then needs at most 8 x 5 = 40 of a
+# PostgreSQL's 100 connections. A request that finds the pool busy waits
 # for a connection (up to 30 s) rather than failing.
 DEFAULT_POOL_SIZE = 3
 DEFAULT_MAX_OVERFLOW = 2
