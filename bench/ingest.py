@@ -168,6 +168,12 @@ def run_ingest(
             log(f"ingest: round {i + 1}/{repeats}: {writers} writers, one platform then {writers}")
             runs.append({"round": i, "case": "same_platform", **one_run(gw, spread[:1], writers)})
             runs.append({"round": i, "case": "spread", **one_run(gw, spread, writers)})
+        counts = {r["case"]: r["processes"] for r in runs}
+        if counts.get(gw.name) != counts.get(bare.name):
+            notes.append(
+                f"ingest: {gw.name} ran as {counts.get(gw.name)} processes, {bare.name} as "
+                f"{counts.get(bare.name)} (uvicorn's supervisor included on both sides)"
+            )
     finally:
         for server in servers:
             server.stop()

@@ -82,9 +82,26 @@ def goal_met(key: str, value: Any) -> bool | None:
 
 def _shown(value: Any) -> str:
     if isinstance(value, dict | list):
-        text = json.dumps(value, ensure_ascii=False)
-        return text if len(text) <= 300 else text[:297] + "..."
+        return json.dumps(value, ensure_ascii=False)
     return str(value)
+
+
+def _cpu_table(cpu: dict[str, dict[str, float | None]]) -> list[str]:
+    """CPU ms per accepted request: a row per server under load, a column per process group."""
+    order = ["api", "postgres", "gateway_relay", "consumers", "tansu"]
+    found = {g for per in cpu.values() for g in per}
+    groups = [g for g in order if g in found] + sorted(found - set(order))
+    lines = [
+        "CPU milliseconds per accepted request (median over the rounds; `postgres` is the "
+        "whole server, which other users of it share; the stack's consumers and relay work "
+        "through the gateway's events, during and after each run):",
+        "",
+        "| server under load | " + " | ".join(groups) + " |",
+        "| --- |" + " --- |" * len(groups),
+    ]
+    for server, per in cpu.items():
+        lines.append(f"| {server} | " + " | ".join(str(per.get(g, "-")) for g in groups) + " |")
+    return lines
 
 
 def _ingest_runs(runs: list[dict[str, Any]]) -> list[str]:
@@ -143,9 +160,11 @@ def render_report(doc: dict[str, Any], out: Path | None = None) -> str:
         lines += ["", f"## {title}", "", what, ""]
         for key in keys:
             shown_keys.add(key)
-            if key == "pg_ingest_runs":
+            if key in ("pg_ingest_runs", "pg_ingest_cpu_ms_per_request"):
                 continue
             lines.append(f"- `{key}`: {_shown(doc[key])}")
+        if doc.get("pg_ingest_cpu_ms_per_request") and "pg_" in prefixes:
+            lines += ["", *_cpu_table(doc["pg_ingest_cpu_ms_per_request"])]
         if doc.get("pg_ingest_runs") and "pg_" in prefixes:
             lines += ["", "Runs, in the order measured:", "", *_ingest_runs(doc["pg_ingest_runs"])]
         if "soak_" in prefixes and out is not None and (out / "soak.png").exists():

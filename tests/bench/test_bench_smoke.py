@@ -100,6 +100,10 @@ def test_report_shows_goals_phases_machine_and_soak_plot(tmp_path: Path) -> None
                 "cpu_ms_per_request": {"api": 0.8},
             }
         ],
+        "pg_ingest_cpu_ms_per_request": {
+            "gateway_2w": {"api": 1.5, "postgres": 0.4},
+            "bare_pg_2w": {"api": 0.8, "postgres": 0.2},
+        },
         "batch_ratio_vs_raw_producer": 0.31,
         "soak_seconds": 600,
         "soak_missing": 0,
@@ -126,6 +130,8 @@ def test_report_shows_goals_phases_machine_and_soak_plot(tmp_path: Path) -> None
     assert "| `outage_recovery_s` | not measured | <= 120 | - |" in md
     assert "## Ingest on PostgreSQL" in md
     assert "| 0 | bare_pg_2w | 3 | 32 | 2000.0 | 30.0 | 0 | api 0.8 |" in md
+    assert "| server under load | api | postgres |" in md
+    assert "| gateway_2w | 1.5 | 0.4 |" in md
     assert "Synthetic CPU" in md
     assert "fsync on" in md
     assert "![soak](soak.png)" in md
