@@ -15,6 +15,7 @@ from __future__ import annotations
 import shutil
 import sys
 import tempfile
+import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -119,8 +120,14 @@ def run_ingest(
         )
         servers.append(bare)
 
-        main = [register_platform(gw1.url, "Bench ingest")]
-        spread = [register_platform(gw1.url, f"Bench spread {i}") for i in range(writers)]
+        def platforms(n: int) -> list[tuple[str, str]]:
+            # New marketplaces for each run, with the production rate limit: a run is limited
+            # as one marketplace's traffic would be, not by what earlier runs sent.
+            return [
+                register_platform(gw1.url, f"Bench ingest {uuid.uuid4().hex[:8]}") for _ in range(n)
+            ]
+
+        main = platforms(1)
         budget = int(REQUESTS_PER_SECOND_BUDGET * seconds)
         counter = iter(range(1_000_000))
 
@@ -163,11 +170,14 @@ def run_ingest(
         for i in range(repeats):
             log(f"ingest: round {i + 1}/{repeats}: bare, gateway {workers}w, gateway 1w")
             for server in (bare, gw, gw1):
-                runs.append({"round": i, "case": server.name, **one_run(server, main, conns)})
+                runs.append(
+                    {"round": i, "case": server.name, **one_run(server, platforms(1), conns)}
+                )
         for i in range(repeats):
             log(f"ingest: round {i + 1}/{repeats}: {writers} writers, one platform then {writers}")
-            runs.append({"round": i, "case": "same_platform", **one_run(gw, spread[:1], writers)})
-            runs.append({"round": i, "case": "spread", **one_run(gw, spread, writers)})
+            one, four = platforms(1), platforms(writers)
+            runs.append({"round": i, "case": "same_platform", **one_run(gw, one, writers)})
+            runs.append({"round": i, "case": "spread", **one_run(gw, four, writers)})
         counts = {r["case"]: r["processes"] for r in runs}
         if counts.get(gw.name) != counts.get(bare.name):
             notes.append(
