@@ -13,8 +13,9 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, NoReturn
 
-from sqlalchemy import Table, bindparam, insert, select
+from sqlalchemy import Table, any_, bindparam, insert, select
 from sqlalchemy import update as sa_update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -53,20 +54,34 @@ _DELIVERIES: Table = InboundDelivery.__table__  # type: ignore[assignment]
 _EVENTS: Table = InboundEvent.__table__  # type: ignore[assignment]
 _SNAPSHOTS: Table = OrderSnapshot.__table__  # type: ignore[assignment]
 # Built once: constructing a statement costs about as much as running it on SQLite.
-_SEEN_DELIVERIES = select(
-    _DELIVERIES.c.id,
-    _DELIVERIES.c.delivery_key,
-    _DELIVERIES.c.status,
-    _DELIVERIES.c.event_id,
-    _DELIVERIES.c.summary,
-).where(
-    _DELIVERIES.c.platform_id == bindparam("platform_id"),
-    _DELIVERIES.c.delivery_key.in_(bindparam("keys", expanding=True)),
-)
-_SEEN_EVENTS = select(_EVENTS.c.event_key).where(
-    _EVENTS.c.platform_id == bindparam("platform_id"),
-    _EVENTS.c.event_key.in_(bindparam("keys", expanding=True)),
-)
+
+
+def _among(column: Any, name: str) -> dict[str, Any]:
+    """`column IN (...)` per dialect: on PostgreSQL one array parameter (`= ANY`), so the
+    statement's text is the same whatever the count and the driver parses and prepares it once;
+    SQLite takes the expanded list."""
+    return {
+        "postgresql": column == any_(bindparam(name, type_=ARRAY(column.type))),
+        "sqlite": column.in_(bindparam(name, expanding=True)),
+    }
+
+
+_SEEN_DELIVERIES = {
+    dialect: select(
+        _DELIVERIES.c.id,
+        _DELIVERIES.c.delivery_key,
+        _DELIVERIES.c.status,
+        _DELIVERIES.c.event_id,
+        _DELIVERIES.c.summary,
+    ).where(_DELIVERIES.c.platform_id == bindparam("platform_id"), among)
+    for dialect, among in _among(_DELIVERIES.c.delivery_key, "keys").items()
+}
+_SEEN_EVENTS = {
+    dialect: select(_EVENTS.c.event_key).where(
+        _EVENTS.c.platform_id == bindparam("platform_id"), among
+    )
+    for dialect, among in _among(_EVENTS.c.event_key, "keys").items()
+}
 # SQLite cannot return a multi-row INSERT's generated ids in parameter order, so SQLAlchemy
 # runs an ordered RETURNING one row at a time there; returning each row's unique delivery key
 # with its id lets the rows go in one statement, matched back by key.
@@ -95,11 +110,10 @@ _INSERT_DELIVERIES_ORDERED = insert(_DELIVERIES).returning(
 _INSERT_EVENTS = BulkInsert(
     _EVENTS, ("platform_id", "event_key", "delivery_id", "order_id", "event_id", "received_at")
 )
-_SNAPSHOTS_FOR_UPDATE = (
-    select(_SNAPSHOTS)
-    .where(_SNAPSHOTS.c.order_id.in_(bindparam("oids", expanding=True)))
-    .with_for_update()
-)
+_SNAPSHOTS_FOR_UPDATE = {
+    dialect: select(_SNAPSHOTS).where(among).with_for_update()
+    for dialect, among in _among(_SNAPSHOTS.c.order_id, "oids").items()
+}
 _SNAPSHOT_FIELDS = (
     "order_code",
     "status",
@@ -597,7 +611,7 @@ class Ingestor:
         existing: dict[str, Any] = {}
         for chunk in _chunks(keys, 500):
             params = {"platform_id": platform_id, "keys": chunk}
-            for found in conn.execute(_SEEN_DELIVERIES, params):
+            for found in conn.execute(_SEEN_DELIVERIES[conn.dialect.name], params):
                 existing[found.delivery_key] = found
         fresh: list[int] = []
         # A key twice in one group: the later copies answer as duplicates of the first.
@@ -708,14 +722,16 @@ class Ingestor:
         seen: set[str] = set()
         for chunk in _chunks(keys, 500):
             seen.update(
-                conn.execute(_SEEN_EVENTS, {"platform_id": platform_id, "keys": chunk}).scalars()
+                conn.execute(
+                    _SEEN_EVENTS[conn.dialect.name], {"platform_id": platform_id, "keys": chunk}
+                ).scalars()
             )
         oids = list({order_id(platform_id, u.order_code) for u in updates})
         snapshots: dict[str, Any] = {}
         for chunk in _chunks(oids, 500):
             # Row locks (PostgreSQL; SQLite's write lock already serialises) so two concurrent
             # updates of one order cannot both merge into the same old snapshot.
-            for snap in conn.execute(_SNAPSHOTS_FOR_UPDATE, {"oids": chunk}):
+            for snap in conn.execute(_SNAPSHOTS_FOR_UPDATE[conn.dialect.name], {"oids": chunk}):
                 snapshots[snap.order_id] = snap
         known: dict[str, KnownOrder] = {oid: self._known(snap) for oid, snap in snapshots.items()}
         changed: set[str] = set()
