@@ -6,6 +6,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, time
+from typing import Any
 
 from sqlalchemy import String, and_, bindparam, exists, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -24,16 +25,37 @@ def _minute_to_time(m: int | None) -> time | None:
 class RoutingPool:
     """What the database says about a case's candidates, before the pure rules run."""
 
+    case: CaseNeeds
     counts: dict[str, int]  # neutrals removed by each rule, plus "_total"
-    # Those passing every rule the database checks, best first, as profiles projected onto this
-    # case: each holds exactly the facts the rules ask about it (its role, category and language
-    # if it has them, a conflict if it has one), so the pure rules judge them as they would the
-    # full profile.
-    ranked: list[NeutralProfile]
+    ranked_ids: list[str]  # those passing every rule the database checks, best first
+    _rows: dict[str, tuple[Any, ...]]
 
-    @property
-    def ranked_ids(self) -> list[str]:
-        return [p.neutral_id for p in self.ranked]
+    def profiles(self, ids: Sequence[str]) -> list[NeutralProfile]:
+        """These candidates as profiles projected onto this case: each holds exactly the facts
+        the rules ask about it (the case's role, category and language, which the database found
+        it has; no conflict with the case's platform or seller), so the pure rules judge it as
+        they would its full profile."""
+        c = self.case
+        roles, categories = frozenset({c.role}), frozenset({c.category})
+        languages = frozenset({c.language.lower()})
+        out = []
+        for nid in ids:
+            on_leave, active, most, last, start, end = self._rows[nid]
+            out.append(
+                NeutralProfile(
+                    neutral_id=nid,
+                    roles=roles,
+                    categories=categories,
+                    languages=languages,
+                    max_active_cases=most,
+                    active_cases=active,
+                    on_leave=on_leave,
+                    work_start=_minute_to_time(start),
+                    work_end=_minute_to_time(end),
+                    last_assigned_at=last,
+                )
+            )
+        return out
 
 
 def routing_pool(session: Session, case: CaseNeeds, now: datetime) -> RoutingPool:
@@ -97,57 +119,47 @@ def routing_pool(session: Session, case: CaseNeeds, now: datetime) -> RoutingPoo
     )
     rows = session.execute(q).all()
     if rows:
-        total, with_role_n = int(rows[0].total), int(rows[0].with_role)
+        total, with_role_n = int(rows[0][10]), int(rows[0][11])
     else:  # nobody offers the category: the totals alone
         total, with_role_n = (int(v) for v in session.execute(select(total_q, with_role_q)).one())
-    with_category = [r for r in rows if r.has_role]
-    with_language = [r for r in with_category if r.has_language]
-    free = [r for r in with_language if not r.conflicted]
-    present = [
-        r
-        for r in free
-        if available(
-            r.on_leave,
-            _minute_to_time(r.work_start_minute),
-            _minute_to_time(r.work_end_minute),
-            now,
-        )
-    ]
-    under_capacity = [r for r in present if r.active_cases < r.max_active_cases]
-    allowed = [r for r in under_capacity if r.neutral_id not in case.excluded]
-    allowed.sort(
-        key=lambda r: (
-            r.active_cases,
-            r.last_assigned_at.timestamp() if r.last_assigned_at else float("-inf"),
-            r.neutral_id,
-        )
-    )
+    with_category = with_language = free = present = under_capacity = 0
+    allowed: list[tuple[Any, ...]] = []
+    for nid, on_leave, active, most, last, start, end, has_role, speaks, conflicted, *_ in rows:
+        if not has_role:
+            continue
+        with_category += 1
+        if not speaks:
+            continue
+        with_language += 1
+        if conflicted:
+            continue
+        free += 1
+        if not available(on_leave, _minute_to_time(start), _minute_to_time(end), now):
+            continue
+        present += 1
+        if active >= most:
+            continue
+        under_capacity += 1
+        if nid in case.excluded:
+            continue
+        allowed.append((nid, on_leave, active, most, last, start, end))
+    allowed.sort(key=lambda r: (r[2], r[4].timestamp() if r[4] else float("-inf"), r[0]))
     counts = {
         "_total": total,
         "role": total - with_role_n,
-        "category": with_role_n - len(with_category),
-        "language": len(with_category) - len(with_language),
-        "conflict": len(with_language) - len(free),
-        "availability": len(free) - len(present),
-        "capacity": len(present) - len(under_capacity),
-        "excluded": len(under_capacity) - len(allowed),
+        "category": with_role_n - with_category,
+        "language": with_category - with_language,
+        "conflict": with_language - free,
+        "availability": free - present,
+        "capacity": present - under_capacity,
+        "excluded": under_capacity - len(allowed),
     }
-    ranked = [
-        NeutralProfile(
-            neutral_id=r.neutral_id,
-            roles=frozenset({case.role}),
-            categories=frozenset({case.category}),
-            languages=frozenset({language_value}),
-            max_active_cases=r.max_active_cases,
-            active_cases=r.active_cases,
-            on_leave=r.on_leave,
-            work_start=_minute_to_time(r.work_start_minute),
-            work_end=_minute_to_time(r.work_end_minute),
-            last_assigned_at=r.last_assigned_at,
-        )
-        for r in allowed
-    ]
-    return RoutingPool(counts=counts, ranked=ranked)
+    return RoutingPool(
+        case=case,
+        counts=counts,
+        ranked_ids=[r[0] for r in allowed],
+        _rows={r[0]: r[1:] for r in allowed},
+    )
 
 
 @dataclass(frozen=True)

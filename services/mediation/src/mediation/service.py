@@ -283,15 +283,23 @@ def _needed(
 
 def plan_routing(session: Session, needs: CaseNeeds, needed: int, now: datetime) -> RoutingOutcome:
     """The routing decision: one indexed read narrows and ranks the candidates, then the pure
-    rules (which have the last word) run on them and rank the eligible."""
+    rules (which have the last word) run on the best of them and rank the eligible."""
+    return _plan(session, needs, needed, now)[0]
+
+
+def _plan(
+    session: Session, needs: CaseNeeds, needed: int, now: datetime
+) -> tuple[RoutingOutcome, repo.RoutingPool]:
     pool = repo.routing_pool(session, needs, now)
-    outcome = choose(needs, pool.ranked, now, needed=needed)
+    # The best few are enough: those a router takes from (see repo.take_capacity).
+    best = pool.profiles(pool.ranked_ids[: needed + repo.SKIP_LOCKED_SPARE])
+    outcome = choose(needs, best, now, needed=needed)
     # The database removed most candidates before the pure pass: merge both counts.
     for rule, n in pool.counts.items():
         if rule in outcome.excluded_by:
             outcome.excluded_by[rule] += n
     outcome.considered = pool.counts["_total"]
-    return outcome
+    return outcome, pool
 
 
 def _needs(session: Session, case: MediationCase, role: str, *, fresh: bool = False) -> CaseNeeds:
@@ -356,7 +364,7 @@ def route_case(
         return True
     needs = _needs(session, case, role, fresh=fresh)
     for _attempt in range(3):
-        outcome = plan_routing(session, needs, needed, now)
+        outcome, pool = _plan(session, needs, needed, now)
         if not outcome.assigned:
             break
         # Take capacity in rank order. A candidate another router is taking right now is
@@ -367,11 +375,10 @@ def route_case(
         taken = repo.take_capacity(session, ranked, needed, now)
         if len(taken) < needed:
             got = {t.neutral_id for t in taken}
-            rest = [nid for nid in ranked if nid not in got]
+            rest = [nid for nid in pool.ranked_ids if nid not in got]
             taken += repo.take_capacity(session, rest, needed - len(taken), now, wait=True)
         if len(taken) == needed:
-            by_id = {n.neutral_id: n for n in outcome.ranked}
-            outcome.chosen = [by_id[t.neutral_id] for t in taken]
+            outcome.chosen = pool.profiles([t.neutral_id for t in taken])
             _record_decision(session, outcome, trigger, now)
             _assign(session, case, role, taken, settings, now, trigger=trigger, replaced=replaced)
             return True
