@@ -232,6 +232,20 @@ def _exists(postgres_url: str, name: str) -> bool:
         admin.dispose()
 
 
+def _names_like(postgres_url: str, pattern: str) -> list[str]:
+    from sqlalchemy import text
+
+    admin = _admin(postgres_url)
+    try:
+        with admin.connect() as conn:
+            rows = conn.execute(
+                text("SELECT datname FROM pg_database WHERE datname LIKE :p"), {"p": pattern}
+            )
+            return [r[0] for r in rows]
+    finally:
+        admin.dispose()
+
+
 def _head() -> str:
     from alembic.script import ScriptDirectory
 
@@ -279,6 +293,10 @@ def _template(postgres_url: str, neutrals: int, open_cases: int, log: Callable[[
     if _exists(postgres_url, name):
         log(f"routing: reusing the seeded template {name}")
         return name
+    # Templates of these sizes at an older schema are of no further use.
+    for stale in _names_like(postgres_url, f"{PREFIX}_tpl_n{neutrals}_c{open_cases}_h%"):
+        log(f"routing: dropping the template of an older schema, {stale}")
+        drop_postgres_database(postgres_url, stale)
     building = f"{PREFIX}_build_{uuid.uuid4().hex[:8]}"
     create_postgres_database(postgres_url, building)
     try:
