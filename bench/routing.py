@@ -24,6 +24,7 @@ import argparse
 import importlib.util
 import json
 import multiprocessing
+import os
 import random
 import sys
 import time
@@ -197,6 +198,13 @@ def _run_routers(
         "statements_per_decision": sum(r["statements"] for r in out) / max(1, n),
         "cpu_ms_per_decision": 1000 * sum(r["cpu_s"] for r in out) / max(1, n),
     }
+
+
+def _load_average() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
 
 
 def _poisson(rate: float, n: int, rng: random.Random) -> list[float]:
@@ -373,12 +381,14 @@ def run_routing_bench(
             f"routing: {routers} routers, {decisions} decisions at {rate_per_s:g}/s (Poisson) "
             f"on PostgreSQL"
         )
+        load_before = _load_average()
         paced = _run_routers(url, routers, "paced", plans, per_router)
         sat_counts = [
             saturated // routers + (1 if i < saturated % routers else 0) for i in range(routers)
         ]
         log(f"routing: {routers} routers, {saturated} decisions back to back (saturation)")
         sat = _run_routers(url, routers, "saturated", [[] for _ in range(routers)], sat_counts)
+        load_after = _load_average()
     finally:
         drop_postgres_database(postgres_url, name)
     p, s = _summary(paced["latencies"]), _summary(sat["latencies"])
@@ -418,6 +428,10 @@ def run_routing_bench(
         "template": template,
         "template_kept": template is not None,
         "seed_s": None if seed_s is None else round(seed_s, 1),
+        # The machine's 1-minute load average before and after the PostgreSQL runs, and its
+        # cores: on a shared machine the routers queue for CPU, which the latencies include.
+        "load_average_1m": [load_before, load_after],
+        "cpu_count": os.cpu_count(),
     }
     if sqlite_file is not None:
         from mediation import SERVICE_ROOT
