@@ -151,3 +151,24 @@ def outbox(sessions: sessionmaker[Session]) -> list[tuple[str, dict[str, Any]]]:
         ev = parse_event(bytes(payload))
         out.append((ev.type, ev.data.model_dump(mode="json")))
     return out
+
+
+def route_escalations(database_url: str, case_ids: list[str], start: Any = None) -> None:
+    """A router process: take in and route these escalations, one committed transaction each
+    (after `start`, a multiprocessing Event, is set, so the routers begin together)."""
+    from mediation import service
+    from odr_shared.db import utcnow
+
+    settings = make_settings(database_url)
+    engine = make_engine(database_url)
+    sessions = make_session_factory(engine)
+    try:
+        if start is not None:
+            start.wait(30)
+        for case_id in case_ids:
+            with sessions() as session, session.begin():
+                service.take_escalated_case(
+                    session, case_event(case_id=case_id), utcnow(), settings
+                )
+    finally:
+        engine.dispose()

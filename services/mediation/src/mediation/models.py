@@ -45,10 +45,10 @@ class Neutral(Base):
     last_assigned_at: Mapped[datetime | None] = mapped_column(nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
-    __table_args__ = (
-        # Routing reads candidates in rank order among those not on leave.
-        Index("ix_neutrals_routing", "on_leave", "active_cases", "last_assigned_at"),
-    )
+    # No index holds the counters: routing finds candidates through the skills' indexes and
+    # takes capacity by primary key, so each assignment's update can stay heap-only, in the
+    # free space PostgreSQL's fillfactor leaves on each page (migration 0003).
+    __table_args__ = ({"postgresql_with": {"fillfactor": 50}},)
 
 
 class NeutralSkill(Base):

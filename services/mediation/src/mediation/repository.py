@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime, time
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import String, and_, bindparam, exists, func, or_, select, text, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from mediation.domain import ARBITRATOR, MEDIATOR, Stage
@@ -20,163 +21,216 @@ def _minute_to_time(m: int | None) -> time | None:
     return None if m is None else time(m // 60, m % 60)
 
 
-def load_profiles(session: Session, ids: Sequence[str]) -> list[NeutralProfile]:
-    """Profiles for these neutrals, in the order given (three indexed lookups in all)."""
-    if not ids:
-        return []
-    neutrals = {
-        n.neutral_id: n
-        for n in session.execute(select(Neutral).where(Neutral.neutral_id.in_(ids))).scalars()
-    }
-    skills: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
-    for nid, kind, value in session.execute(
-        select(NeutralSkill.neutral_id, NeutralSkill.kind, NeutralSkill.value).where(
-            NeutralSkill.neutral_id.in_(ids)
-        )
-    ):
-        skills[nid][kind].add(value)
-    conflicts: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
-    for nid, kind, value in session.execute(
-        select(NeutralConflict.neutral_id, NeutralConflict.kind, NeutralConflict.value).where(
-            NeutralConflict.neutral_id.in_(ids)
-        )
-    ):
-        conflicts[nid][kind].add(value)
-    out: list[NeutralProfile] = []
-    for nid in ids:
-        n = neutrals.get(nid)
-        if n is None:
-            continue
-        out.append(
-            NeutralProfile(
-                neutral_id=nid,
-                roles=frozenset(skills[nid]["role"]),
-                categories=frozenset(skills[nid]["category"]),
-                languages=frozenset(skills[nid]["language"]),
-                max_active_cases=n.max_active_cases,
-                active_cases=n.active_cases,
-                on_leave=n.on_leave,
-                work_start=_minute_to_time(n.work_start_minute),
-                work_end=_minute_to_time(n.work_end_minute),
-                last_assigned_at=n.last_assigned_at,
-                conflict_platform_ids=frozenset(conflicts[nid]["platform"]),
-                conflict_seller_ids=frozenset(conflicts[nid]["seller"]),
-            )
-        )
-    return out
-
-
 @dataclass(frozen=True)
 class RoutingPool:
     """What the database says about a case's candidates, before the pure rules run."""
 
+    case: CaseNeeds
     counts: dict[str, int]  # neutrals removed by each rule, plus "_total"
-    ranked_ids: list[str]  # those passing every indexable rule, best first
+    ranked_ids: list[str]  # those passing every rule the database checks, best first
+    _rows: dict[str, tuple[Any, ...]]
 
-
-def _ids_with(session: Session, table: Any, kind: str, value: str) -> set[str]:
-    # An index range on (kind, value, neutral_id): no join for the planner to get wrong.
-    return set(
-        session.execute(
-            select(table.c.neutral_id).where(table.c.kind == kind, table.c.value == value)
-        ).scalars()
-    )
+    def profiles(self, ids: Sequence[str]) -> list[NeutralProfile]:
+        """These candidates as profiles projected onto this case: each holds exactly the facts
+        the rules ask about it (the case's role, category and language, which the database found
+        it has; no conflict with the case's platform or seller), so the pure rules judge it as
+        they would its full profile."""
+        c = self.case
+        roles, categories = frozenset({c.role}), frozenset({c.category})
+        languages = frozenset({c.language.lower()})
+        out = []
+        for nid in ids:
+            on_leave, active, most, last, start, end = self._rows[nid]
+            out.append(
+                NeutralProfile(
+                    neutral_id=nid,
+                    roles=roles,
+                    categories=categories,
+                    languages=languages,
+                    max_active_cases=most,
+                    active_cases=active,
+                    on_leave=on_leave,
+                    work_start=_minute_to_time(start),
+                    work_end=_minute_to_time(end),
+                    last_assigned_at=last,
+                )
+            )
+        return out
 
 
 def routing_pool(session: Session, case: CaseNeeds, now: datetime) -> RoutingPool:
-    """Candidates for a case from index range reads, and how many each rule removed.
+    """Candidates for a case and how many each rule removed, in one statement.
 
-    Each skill is one range read on its (kind, value) index; the set work happens here on a
-    few hundred ids, and only the surviving neutrals' rows are read (by primary key).
+    The statement starts from the case's category (the narrowest skill, one index range) and
+    probes role, language and conflicts for those neutrals only by primary key: a few hundred
+    index lookups, whatever the number of open cases (load is the `active_cases` counter kept
+    with each assignment, never a count of cases). The two totals ride along as one-off
+    subqueries.
     """
     skills = NeutralSkill.__table__
     conflicts = NeutralConflict.__table__
-    total = int(session.execute(select(func.count()).select_from(Neutral)).scalar_one())
-    with_role_n = int(
-        session.execute(
-            select(func.count()).where(skills.c.kind == "role", skills.c.value == case.role)
-        ).scalar_one()
+    neutrals = Neutral.__table__
+    category = skills.alias("category")
+    role = skills.alias("role")
+    language = skills.alias("language")
+    conflict = conflicts.alias("conflict")
+    language_value = case.language.lower()
+    total_q = select(func.count()).select_from(neutrals).scalar_subquery()
+    with_role_q = (
+        select(func.count())
+        .select_from(skills)
+        .where(skills.c.kind == "role", skills.c.value == case.role)
+        .scalar_subquery()
     )
-    # Start from the category (the narrowest skill), then probe role and language for those
-    # neutrals only, on the (neutral_id, kind, value) index: a few hundred rows, not thousands.
-    by_category = sorted(_ids_with(session, skills, "category", case.category))
-    has: dict[str, set[str]] = defaultdict(set)
-    language = case.language.lower()
-    for i in range(0, len(by_category), 500):
-        for nid, kind in session.execute(
-            select(skills.c.neutral_id, skills.c.kind).where(
-                skills.c.neutral_id.in_(by_category[i : i + 500]),
-                or_(
-                    and_(skills.c.kind == "role", skills.c.value == case.role),
-                    and_(skills.c.kind == "language", skills.c.value == language),
-                ),
-            )
-        ):
-            has[nid].add(kind)
-    with_category = {nid for nid in by_category if "role" in has[nid]}
-    with_language = {nid for nid in with_category if "language" in has[nid]}
-    conflicted = _ids_with(session, conflicts, "platform", case.platform_id)
+    clash = and_(conflict.c.kind == "platform", conflict.c.value == case.platform_id)
     if case.seller_id is not None:
-        conflicted |= _ids_with(session, conflicts, "seller", case.seller_id)
-    free = with_language - conflicted
-    rows: list[Any] = []
-    ids = sorted(free)
-    for i in range(0, len(ids), 500):
-        rows += session.execute(
-            select(
-                Neutral.neutral_id,
-                Neutral.on_leave,
-                Neutral.active_cases,
-                Neutral.max_active_cases,
-                Neutral.last_assigned_at,
-                Neutral.work_start_minute,
-                Neutral.work_end_minute,
-            ).where(Neutral.neutral_id.in_(ids[i : i + 500]))
-        ).all()
-    present = [
-        r
-        for r in rows
-        if available(
-            r.on_leave,
-            _minute_to_time(r.work_start_minute),
-            _minute_to_time(r.work_end_minute),
-            now,
+        clash = or_(clash, and_(conflict.c.kind == "seller", conflict.c.value == case.seller_id))
+    q = (
+        select(
+            neutrals.c.neutral_id,
+            neutrals.c.on_leave,
+            neutrals.c.active_cases,
+            neutrals.c.max_active_cases,
+            neutrals.c.last_assigned_at,
+            neutrals.c.work_start_minute,
+            neutrals.c.work_end_minute,
+            exists()
+            .where(
+                role.c.kind == "role",
+                role.c.value == case.role,
+                role.c.neutral_id == neutrals.c.neutral_id,
+            )
+            .label("has_role"),
+            exists()
+            .where(
+                language.c.kind == "language",
+                language.c.value == language_value,
+                language.c.neutral_id == neutrals.c.neutral_id,
+            )
+            .label("has_language"),
+            exists()
+            .where(conflict.c.neutral_id == neutrals.c.neutral_id, clash)
+            .label("conflicted"),
+            total_q.label("total"),
+            with_role_q.label("with_role"),
         )
-    ]
-    under_capacity = [r for r in present if r.active_cases < r.max_active_cases]
-    allowed = [r for r in under_capacity if r.neutral_id not in case.excluded]
-    allowed.sort(
-        key=lambda r: (
-            r.active_cases,
-            r.last_assigned_at.timestamp() if r.last_assigned_at else float("-inf"),
-            r.neutral_id,
-        )
+        .select_from(category.join(neutrals, neutrals.c.neutral_id == category.c.neutral_id))
+        .where(category.c.kind == "category", category.c.value == case.category)
     )
+    rows = session.execute(q).all()
+    if rows:
+        total, with_role_n = int(rows[0][10]), int(rows[0][11])
+    else:  # nobody offers the category: the totals alone
+        total, with_role_n = (int(v) for v in session.execute(select(total_q, with_role_q)).one())
+    with_category = with_language = free = present = under_capacity = 0
+    allowed: list[tuple[Any, ...]] = []
+    for nid, on_leave, active, most, last, start, end, has_role, speaks, conflicted, *_ in rows:
+        if not has_role:
+            continue
+        with_category += 1
+        if not speaks:
+            continue
+        with_language += 1
+        if conflicted:
+            continue
+        free += 1
+        if not available(on_leave, _minute_to_time(start), _minute_to_time(end), now):
+            continue
+        present += 1
+        if active >= most:
+            continue
+        under_capacity += 1
+        if nid in case.excluded:
+            continue
+        allowed.append((nid, on_leave, active, most, last, start, end))
+    allowed.sort(key=lambda r: (r[2], r[4].timestamp() if r[4] else float("-inf"), r[0]))
     counts = {
         "_total": total,
         "role": total - with_role_n,
-        "category": with_role_n - len(with_category),
-        "language": len(with_category) - len(with_language),
-        "conflict": len(with_language) - len(free),
-        "availability": len(rows) - len(present),
-        "capacity": len(present) - len(under_capacity),
-        "excluded": len(under_capacity) - len(allowed),
+        "category": with_role_n - with_category,
+        "language": with_category - with_language,
+        "conflict": with_language - free,
+        "availability": free - present,
+        "capacity": present - under_capacity,
+        "excluded": under_capacity - len(allowed),
     }
-    return RoutingPool(counts=counts, ranked_ids=[r.neutral_id for r in allowed])
-
-
-def take_capacity(session: Session, neutral_id: str, now: datetime) -> bool:
-    """Count one more active case, only if still under capacity (safe against a racing router)."""
-    result = session.execute(
-        update(Neutral)
-        .where(
-            Neutral.neutral_id == neutral_id,
-            Neutral.active_cases < Neutral.max_active_cases,
-            Neutral.on_leave.is_(False),
-        )
-        .values(active_cases=Neutral.active_cases + 1, last_assigned_at=now)
+    return RoutingPool(
+        case=case,
+        counts=counts,
+        ranked_ids=[r[0] for r in allowed],
+        _rows={r[0]: r[1:] for r in allowed},
     )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class Taken:
+    """A neutral whose capacity this transaction took, with what the assignment event needs."""
+
+    neutral_id: str
+    name: str
+    email: str
+    phone: str
+    language: str
+
+
+SKIP_LOCKED_SPARE = 16
+_TAKE_SKIP_LOCKED = text(
+    # The candidates in rank order; a row another router holds is skipped, not waited for, and
+    # FOR UPDATE re-checks capacity and leave on the newest committed version of each row.
+    "WITH pick AS ("
+    " SELECT neutral_id FROM neutrals"
+    " WHERE neutral_id = ANY(:ids) AND active_cases < max_active_cases AND NOT on_leave"
+    " ORDER BY array_position(:ids, neutral_id)"
+    " LIMIT :needed FOR UPDATE SKIP LOCKED)"
+    " UPDATE neutrals AS n SET active_cases = n.active_cases + 1, last_assigned_at = :now"
+    " FROM pick WHERE n.neutral_id = pick.neutral_id AND n.active_cases < n.max_active_cases"
+    " RETURNING n.neutral_id, n.name, n.email, n.phone, n.language"
+).bindparams(bindparam("ids", type_=ARRAY(String)))
+
+
+def take_capacity(
+    session: Session, ranked_ids: Sequence[str], needed: int, now: datetime, *, wait: bool = False
+) -> list[Taken]:
+    """Count one more active case for the first `needed` of these neutrals (best first) that are
+    still under capacity; fewer come back if fewer could be taken.
+
+    On PostgreSQL routers do not wait for each other here: one statement skips a candidate row
+    another transaction holds (FOR UPDATE SKIP LOCKED) for the next one, and checks capacity on
+    the row as locked. With `wait` (or on SQLite, where the transaction already holds the write
+    lock) the candidates are tried in order with a conditional UPDATE, which waits for a row
+    another router holds and then re-checks it.
+    """
+    if needed <= 0 or not ranked_ids:
+        return []
+    if not wait and session.get_bind().dialect.name == "postgresql":
+        # The best few: enough to step past every other router's locked pick, few enough for
+        # the statement to fetch them by primary key.
+        ids = list(ranked_ids[: needed + SKIP_LOCKED_SPARE])
+        order = {nid: i for i, nid in enumerate(ids)}
+        rows = sorted(
+            session.execute(_TAKE_SKIP_LOCKED, {"ids": ids, "needed": needed, "now": now}).all(),
+            key=lambda r: order[r.neutral_id],
+        )
+        return [Taken(r.neutral_id, r.name, r.email, r.phone, r.language) for r in rows]
+    taken: list[Taken] = []
+    for nid in ranked_ids:
+        row = session.execute(
+            update(Neutral)
+            .where(
+                Neutral.neutral_id == nid,
+                Neutral.active_cases < Neutral.max_active_cases,
+                Neutral.on_leave.is_(False),
+            )
+            .values(active_cases=Neutral.active_cases + 1, last_assigned_at=now)
+            .returning(
+                Neutral.neutral_id, Neutral.name, Neutral.email, Neutral.phone, Neutral.language
+            )
+        ).one_or_none()
+        if row is not None:
+            taken.append(Taken(row.neutral_id, row.name, row.email, row.phone, row.language))
+            if len(taken) == needed:
+                break
+    return taken
 
 
 def release_capacity(session: Session, neutral_id: str) -> None:

@@ -113,6 +113,7 @@ class RoutingOutcome:
     role: str
     needed: int
     chosen: list[NeutralProfile] = field(default_factory=list)
+    ranked: list[NeutralProfile] = field(default_factory=list)  # every eligible one, best first
     excluded_by: dict[str, int] = field(default_factory=lambda: {r: 0 for r in RULES})
     considered: int = 0
     minority_language: bool = False
@@ -159,8 +160,9 @@ def choose(
             eligible.append(n)
         else:
             outcome.excluded_by[rule] += 1
+    outcome.ranked = sorted(eligible, key=rank_key)
     if len(eligible) >= needed:
-        outcome.chosen = sorted(eligible, key=rank_key)[:needed]
+        outcome.chosen = outcome.ranked[:needed]
     return outcome
 
 

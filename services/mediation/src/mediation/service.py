@@ -40,7 +40,7 @@ from mediation.models import (
     RoutingReason,
     TimelineEntry,
 )
-from mediation.routing import CaseNeeds, RoutingOutcome, choose, failed_rule
+from mediation.routing import CaseNeeds, RoutingOutcome, choose
 from mediation.settings import MediationSettings
 from odr_shared.db import utcnow
 from odr_shared.events import (
@@ -61,7 +61,6 @@ SOURCE = "odr/mediation"
 _hasher = PasswordHasher()
 # Verified against when the e-mail is unknown, so a miss costs as much as a wrong password.
 _DUMMY_HASH = _hasher.hash(uuid.uuid4().hex)
-CANDIDATE_PAGE = 25
 
 
 def new_id(prefix: str) -> str:
@@ -266,40 +265,44 @@ def _publish(session: Session, event_type: str, case: MediationCase, **fields: A
     add_to_outbox(session, MEDIATION_TOPIC, case.case_id, event)
 
 
-def _contact(n: Neutral) -> Contact:
+def _contact(n: repo.Taken) -> Contact:
     return Contact(name=n.name, email=n.email, phone=n.phone, language=n.language)
 
 
 # --- routing ----------------------------------------------------------------------------------
 
 
-def _needed(session: Session, case: MediationCase, role: str, settings: MediationSettings) -> int:
+def _needed(
+    session: Session, case: MediationCase, role: str, settings: MediationSettings, *, fresh: bool
+) -> int:
     total = 1 if role == MEDIATOR else panel_size(case.claimed_amount, settings.panel_threshold_vnd)
+    if fresh:
+        return total
     return max(0, total - len(repo.active_assignments(session, case.case_id, role)))
 
 
 def plan_routing(session: Session, needs: CaseNeeds, needed: int, now: datetime) -> RoutingOutcome:
-    """The routing decision: indexed reads narrow and rank the candidates, then the pure rules
-    (which have the last word) run on them a page at a time until enough are eligible."""
+    """The routing decision: one indexed read narrows and ranks the candidates, then the pure
+    rules (which have the last word) run on the best of them and rank the eligible."""
+    return _plan(session, needs, needed, now)[0]
+
+
+def _plan(
+    session: Session, needs: CaseNeeds, needed: int, now: datetime
+) -> tuple[RoutingOutcome, repo.RoutingPool]:
     pool = repo.routing_pool(session, needs, now)
-    loaded = []
-    eligible = 0
-    for start in range(0, len(pool.ranked_ids), CANDIDATE_PAGE):
-        page = repo.load_profiles(session, pool.ranked_ids[start : start + CANDIDATE_PAGE])
-        loaded.extend(page)
-        eligible += sum(1 for p in page if failed_rule(p, needs, now) is None)
-        if eligible >= needed:
-            break
-    outcome = choose(needs, loaded, now, needed=needed)
+    # The best few are enough: those a router takes from (see repo.take_capacity).
+    best = pool.profiles(pool.ranked_ids[: needed + repo.SKIP_LOCKED_SPARE])
+    outcome = choose(needs, best, now, needed=needed)
     # The database removed most candidates before the pure pass: merge both counts.
     for rule, n in pool.counts.items():
         if rule in outcome.excluded_by:
             outcome.excluded_by[rule] += n
     outcome.considered = pool.counts["_total"]
-    return outcome
+    return outcome, pool
 
 
-def _needs(session: Session, case: MediationCase, role: str) -> CaseNeeds:
+def _needs(session: Session, case: MediationCase, role: str, *, fresh: bool = False) -> CaseNeeds:
     return CaseNeeds(
         case_id=case.case_id,
         role=role,
@@ -307,7 +310,8 @@ def _needs(session: Session, case: MediationCase, role: str) -> CaseNeeds:
         language=case.language.lower(),
         platform_id=case.platform_id,
         seller_id=case.seller_id,
-        excluded=repo.case_exclusions(session, case.case_id, role),
+        # A case just taken in has no assignments yet, so nobody to exclude.
+        excluded=frozenset() if fresh else repo.case_exclusions(session, case.case_id, role),
     )
 
 
@@ -334,7 +338,6 @@ def _record_decision(
             decided_at=now,
         )
     )
-    session.flush()
     for rule, n in outcome.excluded_by.items():
         session.add(RoutingReason(decision_id=decision_id, rule=rule, excluded=n))
 
@@ -349,35 +352,38 @@ def route_case(
     trigger: str,
     replaced: Assignment | None = None,
     record_failure: bool = True,
+    fresh: bool = False,
 ) -> bool:
     """Find the case's neutral(s) for `role`; assign them, or leave the case in the queue.
 
-    Returns True once the role is fully staffed.
+    Returns True once the role is fully staffed. `fresh`: the case was just taken in (it has
+    no assignments yet, so there is nothing to read about them).
     """
-    needed = _needed(session, case, role, settings)
+    needed = _needed(session, case, role, settings, fresh=fresh)
     if needed == 0:
         return True
+    needs = _needs(session, case, role, fresh=fresh)
     for _attempt in range(3):
-        outcome = plan_routing(session, _needs(session, case, role), needed, now)
+        outcome, pool = _plan(session, needs, needed, now)
         if not outcome.assigned:
             break
-        # Capacity is re-checked in the UPDATE: a concurrent router may have taken the last slot.
-        taken = [n for n in outcome.chosen if repo.take_capacity(session, n.neutral_id, now)]
-        if len(taken) == len(outcome.chosen):
+        # Take capacity in rank order. A candidate another router is taking right now is
+        # skipped, not waited for (capacity is re-checked on the locked row); only if that leaves
+        # the case short does this router wait for the remaining candidates, so no case waits in
+        # the queue while an eligible neutral has room.
+        ranked = [n.neutral_id for n in outcome.ranked]
+        taken = repo.take_capacity(session, ranked, needed, now)
+        if len(taken) < needed:
+            got = {t.neutral_id for t in taken}
+            rest = [nid for nid in pool.ranked_ids if nid not in got]
+            taken += repo.take_capacity(session, rest, needed - len(taken), now, wait=True)
+        if len(taken) == needed:
+            outcome.chosen = pool.profiles([t.neutral_id for t in taken])
             _record_decision(session, outcome, trigger, now)
-            _assign(
-                session,
-                case,
-                role,
-                [n.neutral_id for n in taken],
-                settings,
-                now,
-                trigger=trigger,
-                replaced=replaced,
-            )
+            _assign(session, case, role, taken, settings, now, trigger=trigger, replaced=replaced)
             return True
-        for n in taken:
-            repo.release_capacity(session, n.neutral_id)
+        for t in taken:
+            repo.release_capacity(session, t.neutral_id)
     else:
         outcome = RoutingOutcome(case_id=case.case_id, role=role, needed=needed)
     _queue(session, case, role, outcome, now, trigger=trigger, record=record_failure)
@@ -388,7 +394,7 @@ def _assign(
     session: Session,
     case: MediationCase,
     role: str,
-    neutral_ids: list[str],
+    neutrals: list[repo.Taken],
     settings: MediationSettings,
     now: datetime,
     *,
@@ -400,13 +406,15 @@ def _assign(
     case.waiting_role = None
     case.queued_at = None
     case.updated_at = now
+    neutral_ids = [n.neutral_id for n in neutrals]
+    panel: list[str] = []
     if role == MEDIATOR:
         case.mediator_id = neutral_ids[0]
-    panel = [a.neutral_id for a in repo.active_assignments(session, case.case_id, ARBITRATOR)]
-    panel += neutral_ids if role == ARBITRATOR else []
-    for nid in neutral_ids:
-        neutral = session.get(Neutral, nid)
-        assert neutral is not None
+    else:
+        panel = [a.neutral_id for a in repo.active_assignments(session, case.case_id, ARBITRATOR)]
+        panel += neutral_ids
+    for neutral in neutrals:
+        nid = neutral.neutral_id
         assignment = Assignment(
             assignment_id=new_id("asg"),
             case_id=case.case_id,
@@ -608,7 +616,6 @@ def take_escalated_case(
         updated_at=utcnow(),
     )
     session.add(case)
-    session.flush()
     _timeline(
         session,
         case.case_id,
@@ -617,7 +624,11 @@ def take_escalated_case(
         data.actor.id,
         data.reason or "escalated to mediation",
     )
-    route_case(session, case, MEDIATOR, settings, utcnow(), trigger="escalated")
+    # Routing reads only neutrals (and writes their counters directly), never the new rows, so
+    # those are written once, together, when routing is done.
+    with session.no_autoflush:
+        route_case(session, case, MEDIATOR, settings, utcnow(), trigger="escalated", fresh=True)
+    session.flush()
 
 
 def release_case(
