@@ -540,3 +540,4 @@ def test_a_batch_interrupted_by_a_broker_error_is_read_again(
     assert committed(rig.engine) == [i for i in ids if i != poison]
     assert fake.commits == [3, 6]
     assert len(sends) == 2
+    assert consumer.stats.dead_lettered == 1

@@ -616,9 +616,6 @@ class EventConsumer:
         attempts: int,
         cause: BaseException | None = None,
     ) -> None:
-        self.stats.dead_lettered += 1
-        self.stats.errors.append(error)
-        EVENTS_DEAD_LETTERED.labels(self.group_id, topic).inc()
         log.error(
             "event dead-lettered",
             extra={"group": self.group_id, "topic": topic, "error": error, "attempts": attempts},
@@ -641,6 +638,11 @@ class EventConsumer:
         )
         self.producer.flush(timeout=15)
         fut.get(timeout=15)
+        # Counted once it is on the dead-letter topic: a send that failed (the broker away)
+        # makes the batch be read again, and the event tried and dead-lettered again.
+        self.stats.dead_lettered += 1
+        self.stats.errors.append(error)
+        EVENTS_DEAD_LETTERED.labels(self.group_id, topic).inc()
 
 
 def _names(partitions: Iterable[TopicPartition]) -> list[str]:
