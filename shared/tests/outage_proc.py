@@ -1,13 +1,15 @@
 """A worker process for the outage drill: one EventConsumer under run_worker, as the services run.
 
 Each event becomes one row in `effects` (no unique key: only the inbox keeps a second copy out);
-the handler takes a few milliseconds so that events are still in flight when the link is cut.
+the handler takes a few milliseconds, and waits while the --hold file exists, so that the test
+can cut the link with a batch half applied.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 from consumer_proc import effects, metadata
 from pydantic import BaseModel
@@ -29,6 +31,7 @@ def main() -> None:
     p.add_argument("--topic", required=True)
     p.add_argument("--group", required=True)
     p.add_argument("--handler-ms", type=float, default=5)
+    p.add_argument("--hold", default="")
     args = p.parse_args()
 
     configure_logging("outage-worker", "INFO", "json")
@@ -37,6 +40,8 @@ def main() -> None:
 
     def handler(session: Session, event: CloudEvent[BaseModel]) -> None:
         time.sleep(args.handler_ms / 1000)
+        while args.hold and Path(args.hold).exists():
+            time.sleep(0.05)
         session.execute(insert(effects).values(event_id=event.id))
 
     settings = ServiceSettings(kafka_bootstrap_servers=args.bootstrap)  # type: ignore[call-arg]

@@ -1,6 +1,6 @@
-"""A worker rides out a broker outage: the network to the broker is cut for 15 s while events
-are in flight; afterwards every event is applied exactly once, the worker process is still
-running and the group's lag returns to zero."""
+"""A worker rides out a broker outage: the network to the broker is cut for 15 s with a batch
+half applied and more events waiting; afterwards every event is applied exactly once, the
+worker process is still running and the group's lag returns to zero."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from kafka.structs import TopicPartition
 from outbox_helpers import drain, order_event
 from sqlalchemy import func, select
 
-from odr_shared.db import make_engine
+from odr_shared.db import READ_ONLY, make_engine
 from odr_shared.kafka import ensure_topics, make_producer
 from odr_shared.testing import BrokerLink, TansuBroker, free_port
 
@@ -66,12 +66,13 @@ def test_a_worker_rides_out_a_broker_outage(tmp_path: Path) -> None:
         ensure_topics(broker.bootstrap, [topic], partitions=PARTITIONS)
         engine = make_engine(db)
         metadata.create_all(engine)
+        hold = tmp_path / "hold"
         log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115
         worker = subprocess.Popen(
             [
                 *(sys.executable, str(HERE / "outage_proc.py"), "--db", db),
                 *("--bootstrap", broker.bootstrap, "--topic", topic, "--group", group),
-                *("--handler-ms", "20"),
+                *("--handler-ms", "10", "--hold", str(hold)),
             ],
             cwd=HERE,
             stdout=log,
@@ -80,7 +81,8 @@ def test_a_worker_rides_out_a_broker_outage(tmp_path: Path) -> None:
         producer = make_producer(broker.bootstrap)
 
         def applied() -> int:
-            with engine.connect() as c:
+            # A read transaction: the worker may hold the write lock (held mid-batch).
+            with engine.connect().execution_options(**{READ_ONLY: True}) as c:
                 return int(c.execute(select(func.count()).select_from(effects)).scalar_one())
 
         def publish(n: int) -> list[str]:
@@ -97,11 +99,16 @@ def test_a_worker_rides_out_a_broker_outage(tmp_path: Path) -> None:
 
         try:
             ids = publish(400)
-            # Cut while the worker is in the middle of them (20 ms each: ~8 s of work).
+            # Hold the worker in the middle of a batch (polls of 50), cut the link, then let it
+            # finish that batch while the broker is unreachable.
             wait_for("the first events applied", lambda: applied() >= 50, 30)
+            hold.touch()
+            time.sleep(0.5)
             link.cut()
             cut_at = applied()
-            time.sleep(15)
+            time.sleep(3)
+            hold.unlink()
+            time.sleep(12)  # 15 s in all
             assert worker.poll() is None, "the worker died during the outage"
             link.restore()
             ids += publish(100)
@@ -117,6 +124,7 @@ def test_a_worker_rides_out_a_broker_outage(tmp_path: Path) -> None:
             assert cut_at < 400, "the outage should start with events in flight"
             assert sorted(rows) == sorted(ids)  # each once: none lost, none applied twice
         finally:
+            hold.unlink(missing_ok=True)
             producer.close(timeout=2)
             if worker.poll() is None:
                 worker.send_signal(signal.SIGTERM)
