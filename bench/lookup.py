@@ -42,8 +42,10 @@ from sqlalchemy.orm import Session
 
 from complaints import SERVICE_ROOT, repository
 from complaints.orders import canonical_phone
+from odr_shared.auth import TokenService
 from odr_shared.crypto import DataCipher
 from odr_shared.migrate import alembic_config, upgrade
+from odr_shared.settings import ServiceSettings
 from odr_shared.testing import (
     create_postgres_database,
     drop_postgres_database,
@@ -53,7 +55,7 @@ from odr_shared.testing import (
 )
 
 LOCAL = "127.0.0.1"
-PREFIX = "odr_lk"
+PREFIX = "odr_lk"  # every database the bench creates starts with it (read at call time)
 # Buyer data in the seeded rows is encrypted with this bench-only key material, and the API the
 # bench starts reads it with the same key: a cached template stays readable from run to run.
 BENCH_DATA_KEY = "odr-lookup-bench-data-key-not-for-real-data-7f3a91c2"
@@ -142,8 +144,10 @@ SHOPS = (
 )
 FAMILY = ("Nguyễn", "Trần", "Lê", "Phạm", "Hoàng", "Huỳnh", "Phan", "Vũ", "Võ", "Đặng", "Bùi")
 MIDDLE = ("Văn", "Thị", "Minh", "Ngọc", "Thanh", "Hữu", "Đức", "Thu", "Quốc", "Hoài")
-GIVEN = ("An", "Bình", "Châu", "Dũng", "Giang", "Hà", "Hải", "Hương", "Khoa", "Lan", "Long", "Mai")
-GIVEN += ("Nam", "Nhung", "Phong", "Quân", "Sơn", "Tâm", "Thảo", "Trang", "Tuấn", "Vy", "Yến")
+GIVEN = (
+    *("An", "Bình", "Châu", "Dũng", "Giang", "Hà", "Hải", "Hương", "Khoa", "Lan", "Long", "Mai"),
+    *("Nam", "Nhung", "Phong", "Quân", "Sơn", "Tâm", "Thảo", "Trang", "Tuấn", "Vy", "Yến"),
+)
 MAIL_HOSTS = ("gmail.com", "yahoo.com.vn", "outlook.com", "icloud.com")
 
 TABLES = ("orders", "order_status_history", "cases")
@@ -226,8 +230,8 @@ def alembic_head() -> str:
     return head
 
 
-def template_name(orders: int, prefix: str = PREFIX) -> str:
-    return f"{prefix}_tpl_{orders}_{alembic_head()}_{SEED_VERSION}"
+def template_name(orders: int) -> str:
+    return f"{PREFIX}_tpl_{orders}_{alembic_head()}_{SEED_VERSION}"
 
 
 def _admin(admin_url: str) -> Engine:
@@ -347,17 +351,16 @@ def _order_columns() -> str:
            x.q1 * ({prices})[x.p1] + CASE WHEN x.two THEN ({prices})[x.p2] ELSE 0 END,
            'VND', x.created + interval '2 seconds',
            x.created + make_interval(days => x.h - 1, secs => 3)
-    FROM (SELECT n, lk_platform(n) || ':' || lk_code(n) AS oid, lk_platform(n) AS pid,
-                 lk_code(n) AS code, lk_path(n) AS path, cardinality(lk_path(n)) AS h,
-                 lk_created(n) AS created, ((n * 31) / 4 + n % 4 * 977) % 20000 AS shop,
+    FROM (SELECT n, oid, pid, code, path, cardinality(path) AS h, created,
+                 ((n * 31) / 4 + n % 4 * 977) % 20000 AS shop,
                  (n * 13) % {np} + 1 AS p1, (n * 17 + 5) % {np} + 1 AS p2,
                  (n % 3) + 1 AS q1, n % 5 = 0 AS two
-          FROM generate_series(CAST(:lo AS bigint), CAST(:hi AS bigint)) AS g(n)) AS x
+          FROM lk_seed OFFSET 0) AS x
     JOIN lk_buyers b ON b.i = (x.n * 7919) % {BUYER_POOL}
     """  # noqa: S608
 
 
-def seed(url: str, orders: int, log: Callable[[str], None], chunk: int = 2_000_000) -> None:
+def seed(url: str, orders: int, log: Callable[[str], None]) -> None:
     """Fill the migrated database at `url` with `orders` orders, their history and some cases."""
     cipher = DataCipher(BENCH_DATA_KEY)
     engine = create_engine(url, isolation_level="AUTOCOMMIT")
@@ -382,37 +385,44 @@ def seed(url: str, orders: int, log: Callable[[str], None], chunk: int = 2_000_0
             )
             saved = _drop_indexes(conn)
             t0 = time.perf_counter()
-            insert_orders = text(
-                "INSERT INTO orders (id, platform_id, order_code, status, status_at, "
-                "buyer_name_enc, buyer_phone_enc, buyer_phone_hash, buyer_email_enc, seller_id, "
-                "seller_name, items, total_amount, currency, first_seen_at, updated_at) "
-                + _order_columns()
+            # Each order's code, path and time computed once, in a scratch table without WAL.
+            conn.execute(
+                text(
+                    "CREATE UNLOGGED TABLE lk_seed AS SELECT n, pid || ':' || code AS oid, pid, "
+                    "code, created, path FROM (SELECT n, lk_platform(n) AS pid, lk_code(n) AS "
+                    "code, lk_created(n) AS created, lk_path(n) AS path "
+                    "FROM generate_series(0, CAST(:last AS bigint)) AS g(n) OFFSET 0) AS x"
+                ),
+                {"last": orders - 1},
             )
-            for lo in range(0, orders, chunk):
-                conn.execute(insert_orders, {"lo": lo, "hi": min(orders, lo + chunk) - 1})
-                log(f"  orders: {min(orders, lo + chunk):,} ({time.perf_counter() - t0:.0f} s)")
+            log(f"  codes ({time.perf_counter() - t0:.0f} s)")
+            conn.execute(
+                text(
+                    "INSERT INTO orders (id, platform_id, order_code, status, status_at, "
+                    "buyer_name_enc, buyer_phone_enc, buyer_phone_hash, buyer_email_enc, "
+                    "seller_id, seller_name, items, total_amount, currency, first_seen_at, "
+                    "updated_at) " + _order_columns()
+                )
+            )
+            log(f"  orders ({time.perf_counter() - t0:.0f} s)")
             # One round per step of the orders' paths: an order's changes arrive days apart,
             # so its history rows sit in different parts of the table, as they do in service.
             for step in range(max(len(p) for p in STATUS_PATHS)):
-                for lo in range(0, orders, chunk):
-                    conn.execute(
-                        text(
-                            "INSERT INTO order_status_history "
-                            "(order_id, status, status_at, event_id, recorded_at) "
-                            "SELECT lk_platform(n) || ':' || lk_code(n), "
-                            "(lk_path(n))[CAST(:r AS int) + 1], "
-                            "lk_created(n) + make_interval(days => :r), gen_random_uuid()::text, "
-                            "lk_created(n) + make_interval(days => :r, secs => 3) "
-                            "FROM generate_series(CAST(:lo AS bigint), CAST(:hi AS bigint)) "
-                            "AS g(n) "
-                            "WHERE cardinality(lk_path(n)) > :r"
-                        ),
-                        {"r": step, "lo": lo, "hi": min(orders, lo + chunk) - 1},
-                    )
+                conn.execute(
+                    text(
+                        "INSERT INTO order_status_history "
+                        "(order_id, status, status_at, event_id, recorded_at) "
+                        "SELECT oid, path[CAST(:r AS int) + 1], "
+                        "created + make_interval(days => :r), gen_random_uuid()::text, "
+                        "created + make_interval(days => :r, secs => 3) "
+                        "FROM lk_seed WHERE cardinality(path) > :r"
+                    ),
+                    {"r": step},
+                )
                 log(f"  history step {step + 1} ({time.perf_counter() - t0:.0f} s)")
-            _seed_cases(conn, orders)
+            _seed_cases(conn)
             log(f"  cases ({time.perf_counter() - t0:.0f} s)")
-            conn.execute(text("DROP TABLE lk_buyers"))
+            conn.execute(text("DROP TABLE lk_buyers, lk_seed"))
             for fn in ("lk_path", "lk_created", "lk_code", "lk_platform", "lk_day", "lk_s"):
                 conn.execute(text(f"DROP FUNCTION {fn}(bigint)"))
             _restore_indexes(conn, saved, log)
@@ -423,7 +433,7 @@ def seed(url: str, orders: int, log: Callable[[str], None], chunk: int = 2_000_0
         engine.dispose()
 
 
-def _seed_cases(conn: Connection, orders: int) -> None:
+def _seed_cases(conn: Connection) -> None:
     statuses = _sql_text_array(CASE_STATUSES)
     categories = _sql_text_array(CATEGORIES)
     outcomes = _sql_text_array(OUTCOMES)
@@ -453,14 +463,11 @@ def _seed_cases(conn: Connection, orders: int) -> None:
                         THEN o.status_at + interval '12 days' END,
                    o.status_at + interval '4 days'
             FROM (SELECT n, row_number() OVER (ORDER BY n) AS rn,
-                         ({statuses})[(n / 4) % {len(CASE_STATUSES)} + 1] AS st,
-                         lk_platform(n) || ':' || lk_code(n) AS oid
-                  FROM generate_series(0, CAST(:last AS bigint)) AS g(n)
-                  WHERE ((n * 40503) % 65536) % 100 < {CASE_PERCENT}) AS c
+                         ({statuses})[(n / 4) % {len(CASE_STATUSES)} + 1] AS st, oid
+                  FROM lk_seed WHERE ((n * 40503) % 65536) % 100 < {CASE_PERCENT}) AS c
             JOIN orders o ON o.id = c.oid
             """  # noqa: S608 - this module's constants only
-        ),
-        {"last": orders - 1},
+        )
     )
     conn.execute(
         text(
@@ -471,16 +478,16 @@ def _seed_cases(conn: Connection, orders: int) -> None:
 
 
 def ensure_template(
-    admin_url: str, orders: int, log: Callable[[str], None], prefix: str = PREFIX
+    admin_url: str, orders: int, log: Callable[[str], None]
 ) -> tuple[str, float, bool]:
     """The template database for `orders` orders: (name, seconds its seed took, was it cached)."""
-    name = template_name(orders, prefix)
+    name = template_name(orders)
     comment = _database_comment(admin_url, name)
     if comment is not None:
         seeded = json.loads(comment).get("seed_s", math.nan)
         log(f"template {name} is cached (seeded in {seeded:.0f} s)")
         return name, float(seeded), True
-    build = f"{prefix}_build_{uuid.uuid4().hex[:8]}"
+    build = f"{PREFIX}_build_{uuid.uuid4().hex[:8]}"
     create_postgres_database(admin_url, build)
     try:
         url = postgres_database_url(admin_url, build)
@@ -528,9 +535,9 @@ def drop_template(admin_url: str, name: str) -> None:
 
 
 @contextlib.contextmanager
-def working_copy(admin_url: str, template: str, prefix: str = PREFIX) -> Iterator[str]:
+def working_copy(admin_url: str, template: str) -> Iterator[str]:
     """A copy of the template to run against, dropped afterwards."""
-    name = f"{prefix}_run_{uuid.uuid4().hex[:8]}"
+    name = f"{PREFIX}_run_{uuid.uuid4().hex[:8]}"
     engine = _admin(admin_url)
     try:
         with engine.connect() as conn:
@@ -846,10 +853,8 @@ def run_lookup_bench(
     return out
 
 
-def _token_service(jwt_secret: str) -> Any:
-    from odr_shared.auth import TokenService
-    from odr_shared.settings import ServiceSettings
-
+def _token_service(jwt_secret: str) -> TokenService:
+    # The API the bench starts gets the same secret explicitly, whatever this process's env says.
     return TokenService(ServiceSettings(jwt_secret=jwt_secret, jwt_algorithm="HS256"))
 
 
