@@ -64,6 +64,7 @@ SEED_VERSION = "v1"
 HIT_SHARE = 0.95
 BUYER_POOL = 10_000  # distinct (encrypted) buyers the orders draw from
 MAX_IN_FLIGHT = 64
+IDLE_REUSE_S = 2.0  # reuse a keep-alive connection idle for less (uvicorn closes them at 5 s)
 
 # --- the key space -------------------------------------------------------------------------------
 # Order n (0 <= n < orders) belongs to marketplace n % 4 and is that marketplace's k = n // 4-th
@@ -668,26 +669,39 @@ async def open_loop(
     Latency counts from the scheduled time, so waiting for one of the MAX_IN_FLIGHT keep-alive
     connections counts against the server too (no coordinated omission). Status 0: no answer.
     """
-    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    # Idle keep-alive connections, most recently used last, with the time each went idle.
+    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []
     opened: list[asyncio.StreamWriter] = []
     gate = asyncio.Semaphore(MAX_IN_FLIGHT)
     results: list[tuple[float, int]] = [(math.nan, 0)] * len(lookups)
 
+    async def connection() -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bool]:
+        while idle:
+            reader, writer, since = idle.pop()
+            if time.perf_counter() - since < IDLE_REUSE_S:
+                return reader, writer, True
+            writer.close()  # the server may be closing it: keep-alive timeout
+        reader, writer = await asyncio.open_connection(LOCAL, port)
+        opened.append(writer)
+        return reader, writer, False
+
     async def one(i: int, scheduled: float) -> None:
         async with gate:
-            try:
-                if idle:
-                    reader, writer = idle.pop()
-                else:
-                    reader, writer = await asyncio.open_connection(LOCAL, port)
-                    opened.append(writer)
-                status, _ = await asyncio.wait_for(
-                    _exchange(reader, writer, lookups[i].raw), timeout_s
-                )
-                idle.append((reader, writer))
-            except (OSError, ValueError, IndexError, asyncio.IncompleteReadError, TimeoutError):
+            for _attempt in range(2):
+                try:
+                    reader, writer, reused = await connection()
+                    status, _ = await asyncio.wait_for(
+                        _exchange(reader, writer, lookups[i].raw), timeout_s
+                    )
+                except (OSError, ValueError, IndexError, asyncio.IncompleteReadError) as exc:
+                    # A reused connection the server closed meanwhile: once more on a new
+                    # one, as HTTP clients do. Anything else is an error.
+                    if _attempt == 0 and reused and not isinstance(exc, TimeoutError):
+                        continue
+                    return
+                idle.append((reader, writer, time.perf_counter()))
+                results[i] = ((time.perf_counter() - scheduled) * 1000, status)
                 return
-            results[i] = ((time.perf_counter() - scheduled) * 1000, status)
 
     start = time.perf_counter()
     tasks = []
@@ -702,6 +716,12 @@ async def open_loop(
         for writer in opened:
             writer.close()
     return results
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds process `pid` has used (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def poisson_schedule(rate: float, seconds: float, rng: random.Random) -> list[float]:
@@ -724,12 +744,13 @@ def percentile(values: list[float], pct: float) -> float:
 # --- plans ---------------------------------------------------------------------------------------
 
 
-def explain_lookup(database_url: str) -> tuple[list[str], bool]:
+def explain_lookup(database_url: str) -> tuple[list[str], bool, int]:
     """EXPLAIN (ANALYZE, BUFFERS) of each statement the endpoint runs, for an order with a case.
 
     The statements are the ones the service's own repository code emits (captured at the
-    cursor), so the plans are those of the endpoint. Returns the plan lines and whether every
-    table was reached through an index.
+    cursor), so the plans are those of the endpoint. Returns the plan lines, whether every
+    table was reached through an index, and how many statements one lookup runs (besides the
+    pool's liveness check when it hands out a connection).
     """
     engine = create_engine(database_url)
     captured: list[tuple[str, Any]] = []
@@ -765,7 +786,7 @@ def explain_lookup(database_url: str) -> tuple[list[str], bool]:
             raw.rollback()
         finally:
             raw.close()
-        return lines, indexed
+        return lines, indexed, len(captured)
     finally:
         engine.dispose()
 
@@ -817,10 +838,11 @@ def run_lookup_bench(
         at = poisson_schedule(rate, seconds, rng)
         lookups = plan_lookups(orders, len(at), token, port, rng)  # not part of the load
         log(f"lookups: {len(at)} over {seconds:.0f} s at {rate:g}/s (Poisson), {orders:,} orders")
-        t1 = time.perf_counter()
+        t1, server0, client0 = time.perf_counter(), _cpu_s(pid), time.process_time()
         results = asyncio.run(open_loop(port, lookups, at))
         elapsed = time.perf_counter() - t1
-        plan, indexed = explain_lookup(url)
+        server_cpu, client_cpu = _cpu_s(pid) - server0, time.process_time() - client0
+        plan, indexed, statements = explain_lookup(url)
     latencies = [ms for ms, status in results if status in (200, 404)]
     statuses: dict[str, int] = {}
     for (_, status), lk in zip(results, lookups, strict=True):
@@ -843,6 +865,10 @@ def run_lookup_bench(
         "lookup_template": template,
         "lookup_database": work,
         "lookup_api_pid": pid,
+        # CPU per lookup holds on a noisy machine where latencies do not.
+        "lookup_server_cpu_ms_per_request": round(server_cpu * 1000 / max(1, len(results)), 2),
+        "lookup_client_cpu_ms_per_request": round(client_cpu * 1000 / max(1, len(results)), 2),
+        "lookup_statements_per_request": statements,
         "lookup_plan": plan,
         "lookup_plan_indexed": indexed,
     }
