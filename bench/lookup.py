@@ -760,15 +760,36 @@ def explain_lookup(database_url: str) -> tuple[list[str], bool, int]:
 
     try:
         with engine.connect() as conn:
-            row = conn.execute(
-                text("SELECT platform_id, order_code FROM cases ORDER BY id LIMIT 1")
+            picked = (
+                conn.execute(
+                    text(
+                        "SELECT platform_id, order_code, order_id FROM cases "
+                        "WHERE id > :a ORDER BY id LIMIT 1"
+                    ),
+                    {"a": str(uuid.uuid4())},
+                ).first()
+                or conn.execute(
+                    text("SELECT platform_id, order_code, order_id FROM cases ORDER BY id LIMIT 1")
+                ).first()
+            )
+            # A second order with a case, not read yet: its plan shows what the disk and the
+            # caches give a lookup, not the pages the capture below has just read.
+            other = conn.execute(
+                text(
+                    "SELECT platform_id, order_code, order_id FROM cases "
+                    "WHERE id < :a ORDER BY id DESC LIMIT 1"
+                ),
+                {"a": str(uuid.uuid4())},
             ).first()
-        assert row is not None, "the seeded database has no case"
+        assert picked is not None, "the seeded database has no case"
         event.listen(engine, "before_cursor_execute", capture)
         with Session(engine) as session:
-            orders = repository.find_orders(session, row.order_code, row.platform_id)
+            orders = repository.find_orders(session, picked.order_code, picked.platform_id)
             repository.cases_for_order(session, orders[0].id)
         event.remove(engine, "before_cursor_execute", capture)
+        if other is not None and other.order_id != picked.order_id:
+            swap = dict(zip(picked, other, strict=True))
+            captured = [(st, _swap_params(params, swap)) for st, params in captured]
         labels = ("order", "history", "cases")
         lines: list[str] = []
         indexed = True
@@ -777,7 +798,7 @@ def explain_lookup(database_url: str) -> tuple[list[str], bool, int]:
             cur = raw.cursor()
             for label, (statement, params) in zip(labels, captured, strict=True):
                 cur.execute(
-                    "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF, TIMING OFF, SUMMARY OFF) " + statement,
+                    "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF, TIMING OFF) " + statement,
                     params,
                 )
                 plan = [str(r[0]).strip() for r in cur.fetchall()]
@@ -789,6 +810,12 @@ def explain_lookup(database_url: str) -> tuple[list[str], bool, int]:
         return lines, indexed, len(captured)
     finally:
         engine.dispose()
+
+
+def _swap_params(params: Any, swap: dict[Any, Any]) -> Any:
+    if isinstance(params, dict):
+        return {k: swap.get(v, v) for k, v in params.items()}
+    return type(params)(swap.get(v, v) for v in params)
 
 
 # --- the entry point -----------------------------------------------------------------------------
