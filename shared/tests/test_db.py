@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.exc import OperationalError
 
 from odr_shared.db import READ_ONLY, make_engine
@@ -101,6 +101,32 @@ def test_bulk_insert_stores_exactly_what_sqlalchemy_would(database_url: str) -> 
         assert raw[f"bulk-{i}"] == raw[f"core-{i}"] == raw[f"ret-{i}"]
     ids = dict((name, id_) for id_, name in returned)
     assert all(got[name].id == id_ for name, id_ in ids.items())
+    engine.dispose()
+
+
+def test_a_bulk_insert_that_clashes_on_a_unique_key_raises_integrity_error(
+    database_url: str,
+) -> None:
+    """Whatever runs the statement (SQLAlchemy, or the driver's pipeline on PostgreSQL), a
+    unique key already taken is SQLAlchemy's IntegrityError, which callers retry on."""
+    from datetime import UTC, datetime
+
+    import pytest
+    from sqlalchemy.exc import IntegrityError
+
+    from odr_shared.db import BulkInsert
+
+    table = _bulk_table()
+    engine = make_engine(database_url)
+    table.metadata.create_all(engine)
+    bulk = BulkInsert(table, ("name", "doc", "at", "blob"))
+    row = {"name": "taken", "doc": None, "at": datetime.now(UTC), "blob": None}
+    with engine.begin() as conn:
+        bulk.execute_returning(conn, [row], ("id", "name"))
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        bulk.execute_returning(conn, [{**row, "name": "free"}, row], ("id", "name"))
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT COUNT(*) FROM bulk_rows")).scalar_one() == 1
     engine.dispose()
 
 

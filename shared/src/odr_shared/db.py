@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import DateTime, MetaData, Table, bindparam, create_engine, event, insert, text
 from sqlalchemy.engine import Connection, Dialect, Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -202,14 +203,20 @@ class BulkInsert:
             stmt = insert(self.table).values({c: bindparam(c) for c in self.columns})
             stmt = stmt.returning(*(self.table.c[c] for c in returning))
             sql = self._returning_sql[key] = str(stmt.compile(dialect=conn.dialect))
+        params = [compiled.to_params(r) for r in rows]
+        dbapi = conn.dialect.loaded_dbapi
         cursor: Any = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
-            cursor.executemany(sql, [compiled.to_params(r) for r in rows], returning=True)
+            cursor.executemany(sql, params, returning=True)
             out: list[tuple[Any, ...]] = []
             while True:
                 out.extend(tuple(r) for r in cursor.fetchall())
                 if not cursor.nextset():
                     return out
+        except dbapi.Error as exc:
+            # As SQLAlchemy would raise it (IntegrityError for a unique key a concurrent
+            # transaction won), so callers handle one family of errors whatever ran the SQL.
+            raise DBAPIError.instance(sql, params, exc, dbapi.Error) from exc
         finally:
             cursor.close()
 
