@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -66,17 +67,27 @@ def wait_http(url: str, timeout_s: float = 30, expect: int = 200) -> None:
 class TansuBroker:
     """A Tansu broker process with in-memory storage, on its own port."""
 
-    def __init__(self, port: int | None = None, log_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        log_path: Path | None = None,
+        advertised_port: int | None = None,
+    ) -> None:
         self.port = port or free_port()
         self.log_path = log_path
+        # With a BrokerLink in front: the broker listens on `port` but tells every client to
+        # (re)connect to `advertised_port`, so all traffic after bootstrap goes through the link.
+        self.advertised_port = advertised_port or self.port
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        """Where clients bootstrap: the advertised address (the link's, when there is one)."""
+        return f"127.0.0.1:{self.advertised_port}"
 
     def start(self) -> TansuBroker:
         url = f"tcp://127.0.0.1:{self.port}"
+        advertised = f"tcp://127.0.0.1:{self.advertised_port}"
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(
             [
@@ -85,7 +96,7 @@ class TansuBroker:
                 "--listener-url",
                 url,
                 "--advertised-listener-url",
-                url,
+                advertised,
                 "--storage-engine",
                 "memory://tansu/",
             ],
@@ -110,6 +121,131 @@ class TansuBroker:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class BrokerLink:
+    """A small threaded TCP proxy in front of a broker, to cut the network without a restart.
+
+    Tansu keeps topics in memory, so restarting it to simulate an outage loses them; instead a
+    test puts this link between the clients and the broker (start the broker with
+    `advertised_port=link.port`) and calls `cut()` / `restore()`. `cut()` closes every open
+    connection and, until `restore()`, closes each new connection as soon as it is accepted.
+    """
+
+    def __init__(self, target_port: int, listen_port: int | None = None) -> None:
+        self.target_port = target_port
+        self.port = listen_port or free_port()
+        self._lock = threading.Lock()
+        self._cut = False
+        self._stopped = threading.Event()
+        self._conns: set[socket.socket] = set()
+        self._listener: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def is_cut(self) -> bool:
+        return self._cut
+
+    def start(self) -> BrokerLink:
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(128)
+        listener.settimeout(0.2)
+        self._listener = listener
+        self._stopped.clear()
+        self._thread = threading.Thread(target=self._accept_loop, name="broker-link", daemon=True)
+        self._thread.start()
+        return self
+
+    def cut(self) -> None:
+        """Close every open connection; new ones are closed on accept until `restore()`."""
+        with self._lock:
+            self._cut = True
+            conns = list(self._conns)
+            self._conns.clear()
+        for conn in conns:
+            _close_quietly(conn)
+
+    def restore(self) -> None:
+        with self._lock:
+            self._cut = False
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self.cut()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        if self._listener is not None:
+            _close_quietly(self._listener)
+            self._listener = None
+
+    def __enter__(self) -> BrokerLink:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _accept_loop(self) -> None:
+        assert self._listener is not None
+        while not self._stopped.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                if self._stopped.is_set():
+                    return
+                continue
+            if self._cut:
+                _close_quietly(client)
+                continue
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
+            except OSError:
+                _close_quietly(client)
+                continue
+            for sock in (client, upstream):
+                sock.settimeout(None)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with self._lock:
+                if self._cut:
+                    _close_quietly(client)
+                    _close_quietly(upstream)
+                    continue
+                self._conns.update((client, upstream))
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(
+                    target=self._pump, args=(src, dst), name="broker-link-pump", daemon=True
+                ).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with self._lock:
+                self._conns.discard(src)
+                self._conns.discard(dst)
+            _close_quietly(src)
+            _close_quietly(dst)
+
+
+def _close_quietly(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    with contextlib.suppress(OSError):
+        sock.close()
 
 
 POSTGRES_ADMIN_URL = os.environ.get(
