@@ -944,6 +944,10 @@ def run_outage(
             visible = count_visible(stack, platform_id, tag)
         series.append(sampler.sample("end"))
         dead = stack.dead()
+        if recovery_s is None or visible < end["accepted"] or dead:
+            # Not recovered: keep the processes' logs for whoever looks into it.
+            shutil.copytree(var / "logs", out_dir / "outage-logs", dirs_exist_ok=True)
+            log(f"outage: did not recover; the stack's logs are in {out_dir / 'outage-logs'}")
     finally:
         if load is not None:
             load.kill()
