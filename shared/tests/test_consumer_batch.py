@@ -3,12 +3,14 @@ error the same outcome as applying each record in its own transaction."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 from consumer_proc import effects, metadata
+from kafka.errors import KafkaConnectionError, KafkaTimeoutError
+from kafka.structs import TopicPartition
 from prometheus_client import REGISTRY
 from pydantic import BaseModel
 from sqlalchemy import event, insert, select, text
@@ -27,7 +29,7 @@ from odr_shared.events import (
     order_id,
 )
 from odr_shared.inbox import INBOX_TABLE, mark_many_processed, processed_among
-from odr_shared.kafka import EventConsumer
+from odr_shared.kafka import BatchHandler, EventConsumer
 from odr_shared.settings import ServiceSettings
 from odr_shared.testing import sample_order
 
@@ -83,7 +85,12 @@ class Rig:
     commits: list[int]
     calls: list[str]
 
-    def consumer(self, handler: Callable[[Session, CloudEvent[BaseModel]], None]) -> EventConsumer:
+    def consumer(
+        self,
+        handler: Callable[[Session, CloudEvent[BaseModel]], None],
+        batch_handler: BatchHandler | None = None,
+        **options: Any,
+    ) -> EventConsumer:
         settings = ServiceSettings(
             kafka_bootstrap_servers="127.0.0.1:1",
             consumer_max_attempts=3,
@@ -92,10 +99,12 @@ class Rig:
         return EventConsumer(
             settings=settings,
             group_id=GROUP,
-            handlers={"order.status_changed": handler},
+            handlers={"order.status_changed": handler, **options.pop("handlers", {})},
             topics=[TOPIC],
             session_factory=self.factory,
             producer=self.producer,
+            batch_handlers={"order.status_changed": batch_handler} if batch_handler else None,
+            **options,
         )
 
     def recording_handler(
@@ -331,3 +340,204 @@ def test_inbox_lookup_is_chunked_and_per_group(rig: Rig) -> None:
         assert processed_among(s, GROUP, []) == set()
     with rig.engine.connect() as c:
         assert c.execute(text("SELECT COUNT(*) FROM inbox_events")).scalar_one() == 1200
+
+
+# Batch handlers: consecutive new events of one type in one call.
+
+
+def case_record(case_id: str, offset: int) -> tuple[str, Record]:
+    ev = build_event(
+        source="odr/test",
+        event_type="case.queued",
+        subject=case_id,
+        data=MediationEventV1(case_id=case_id, actor=Actor(role="system")),
+    )
+    return ev.id, Record(TOPIC, case_id.encode(), ev.to_json_bytes(), offset)
+
+
+def test_consecutive_new_events_of_a_type_go_to_its_batch_handler_together(rig: Rig) -> None:
+    ids, records = orders(6)
+    case_id, case = case_record("case-1", 99)
+    consumer = rig.consumer(rig.recording_handler())  # the first event applied by an earlier poll
+    consumer.process_batch(records[:1])
+    rig.commits.clear()
+    rig.calls.clear()
+    batches: list[list[str]] = []
+
+    def batch(session: Session, events: Sequence[CloudEvent[BaseModel]]) -> None:
+        batches.append([e.id for e in events])
+        for e in events:
+            session.execute(insert(effects).values(event_id=e.id))
+
+    def on_case(session: Session, ev: CloudEvent[BaseModel]) -> None:
+        rig.calls.append(ev.id)
+        session.execute(insert(effects).values(event_id=ev.id))
+
+    consumer = rig.consumer(rig.recording_handler(), batch, handlers={"case.queued": on_case})
+    # Orders 0 (in the inbox) 1 2 3, the case, orders 4 2 (again) 5.
+    consumer.process_batch([*records[:4], case, records[4], records[2], records[5]])
+
+    assert batches == [ids[1:4], [ids[4], ids[5]]]
+    assert rig.calls == [case_id]  # the single order handler was never called
+    assert len(rig.commits) == 1
+    assert committed(rig.engine) == [ids[0], *ids[1:4], case_id, ids[4], ids[5]]
+    assert inbox_ids(rig.engine) == {*ids, case_id}
+    assert consumer.stats.applied == 6
+    assert consumer.stats.duplicates == 2
+
+
+def test_a_failing_batch_handler_falls_back_to_the_single_handler_for_its_events(
+    rig: Rig,
+) -> None:
+    ids, records = orders(8)
+    poison = ids[5]
+    batches: list[list[str]] = []
+
+    def batch(session: Session, events: Sequence[CloudEvent[BaseModel]]) -> None:
+        batches.append([e.id for e in events])
+        for e in events:
+            if e.id == poison:
+                raise ValueError("one bad event spoils the batch")
+            session.execute(insert(effects).values(event_id=e.id))
+
+    consumer = rig.consumer(
+        rig.recording_handler(lambda _s, event_id, _nth: event_id == poison), batch
+    )
+    consumer.process_batch(records)
+
+    assert batches == [ids]
+    expected = [i for i in ids if i != poison]
+    # Nothing of the failed batch call survived; each event was then applied alone, in order.
+    assert committed(rig.engine) == expected
+    assert [c for c in rig.calls if c != poison] == expected
+    assert rig.calls.count(poison) == 3
+    assert inbox_ids(rig.engine) == set(expected)
+    assert consumer.stats.applied == 7
+    [dead] = rig.producer.sent
+    assert dead.value == records[5].value
+    assert dead.effects_committed == 5  # per-key order: after the events before it
+
+
+def test_a_batch_handler_needs_a_single_handler_to_fall_back_to(rig: Rig) -> None:
+    with pytest.raises(ValueError, match="without a single handler"):
+        EventConsumer(
+            settings=ServiceSettings(kafka_bootstrap_servers="127.0.0.1:1"),
+            group_id=GROUP,
+            handlers={},
+            batch_handlers={"order.status_changed": lambda _s, _e: None},
+            topics=[TOPIC],
+            session_factory=rig.factory,
+        )
+
+
+# The poll loop in a broker outage, against a stand-in for KafkaConsumer.
+
+
+@dataclass
+class PolledRecord:
+    topic: str
+    partition: int
+    key: bytes | None
+    value: bytes
+    offset: int
+    leader_epoch: int = -1
+
+
+@dataclass
+class FakeKafkaConsumer:
+    """Serves a partition's records from its position; commits fail while `down` is set."""
+
+    records: list[PolledRecord]
+    down: bool = False
+    position: int = 0
+    commits: list[int] = field(default_factory=list)
+    seeks: list[int] = field(default_factory=list)
+    polls: int = 0
+    on_poll: Callable[[FakeKafkaConsumer], None] = lambda _c: None
+
+    @property
+    def partition(self) -> TopicPartition:
+        return TopicPartition(TOPIC, 0)
+
+    def poll(self, timeout_ms: int = 0) -> dict[TopicPartition, list[PolledRecord]]:
+        self.polls += 1
+        self.on_poll(self)
+        if self.down:
+            raise KafkaConnectionError("socket disconnected")
+        batch = self.records[self.position : self.position + 3]
+        self.position += len(batch)
+        return {self.partition: batch} if batch else {}
+
+    def commit(self, offsets: dict[TopicPartition, Any], timeout_ms: int | None = None) -> None:
+        if self.down:
+            raise KafkaTimeoutError("Timeout after 2000 ms")
+        self.commits.append(offsets[self.partition].offset)
+
+    def assignment(self) -> set[TopicPartition]:
+        return {self.partition}
+
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        self.seeks.append(offset)
+        self.position = offset
+
+    def close(self) -> None:
+        return None
+
+
+def polled(records: Sequence[Record]) -> list[PolledRecord]:
+    return [PolledRecord(TOPIC, 0, r.key, r.value, i) for i, r in enumerate(records)]
+
+
+def test_a_commit_failing_in_an_outage_is_retried_after_empty_polls(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids, records = orders(6)
+
+    def script(c: FakeKafkaConsumer) -> None:
+        # Down from the third poll (after two batches applied) to the eighth; stop at twelve.
+        c.down = 3 <= c.polls < 8
+        if c.polls >= 12:
+            consumer.stop()
+
+    fake = FakeKafkaConsumer(polled(records), on_poll=script)
+    consumer = rig.consumer(rig.recording_handler(), retry_interval_s=0.0)
+    monkeypatch.setattr(consumer, "_open", lambda: fake)
+    consumer.run()
+
+    assert committed(rig.engine) == ids
+    assert fake.commits == [3, 6]
+    assert consumer.stats.applied == 6
+
+
+def test_a_batch_interrupted_by_a_broker_error_is_read_again(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids, records = orders(6)
+    poison = ids[4]
+    records[4] = Record(TOPIC, b"k", b"\x00garbage", 4)
+    sends: list[int] = []
+
+    def send(*_args: Any, **_kwargs: Any) -> Sent:
+        sends.append(1)
+        if len(sends) == 1:
+            raise KafkaTimeoutError("the dead-letter topic is unreachable")
+        return Sent()
+
+    monkeypatch.setattr(rig.producer, "send", send)
+
+    def script(c: FakeKafkaConsumer) -> None:
+        if c.polls >= 6:
+            consumer.stop()
+
+    fake = FakeKafkaConsumer(polled(records), on_poll=script)
+    consumer = rig.consumer(rig.recording_handler(), retry_interval_s=0.0)
+    monkeypatch.setattr(consumer, "_open", lambda: fake)
+    consumer.run()
+
+    # The second batch (offsets 3-5) was interrupted after offset 3 was applied, then read again
+    # from offset 3: the inbox skipped it, the dead letter went out, offset 5 was applied once.
+    assert fake.seeks == [3]
+    assert committed(rig.engine) == [i for i in ids if i != poison]
+    assert fake.commits == [3, 6]
+    assert len(sends) == 2
+    assert consumer.stats.dead_lettered == 1

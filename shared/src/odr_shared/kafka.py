@@ -1,6 +1,7 @@
 """kafka-python wrappers: an idempotent acks=all producer with checked futures, topic set-up,
 and a consumer loop that applies each event once, a poll's worth per transaction, and commits
-offsets only after the effects, also when a rebalance hands its partitions to another member."""
+offsets only after the effects, also when a rebalance hands its partitions to another member
+and while the broker is away for minutes."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import socket
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -50,6 +51,13 @@ CONSUMER_GROUP_SETTINGS: dict[str, Any] = {
     "max_poll_interval_ms": 300_000,
 }
 
+# After a broker outage clients come back within seconds: kafka-python's reconnect backoff grows
+# to 30 s by default, so a worker could sit idle half a minute after the broker is back.
+RECONNECT_SETTINGS: dict[str, Any] = {
+    "reconnect_backoff_ms": 100,
+    "reconnect_backoff_max_ms": 2000,
+}
+
 
 def bootstrap_list(servers: str) -> list[str]:
     return [s.strip() for s in servers.split(",") if s.strip()]
@@ -70,6 +78,7 @@ def make_producer(
         # A send waits at most this long for metadata when the broker is away; the outbox
         # keeps the rows and the relay tries again.
         "max_block_ms": 10_000,
+        **RECONNECT_SETTINGS,
     }
     config.update(overrides)
     return KafkaProducer(**config)
@@ -145,6 +154,9 @@ def broker_reachable(bootstrap_servers: str, timeout_s: float = 1.0) -> bool:
 
 
 EventHandler = Callable[[Session, CloudEvent[BaseModel]], None]
+# Applies several events of one type, in the order given, in the caller's transaction: the same
+# effects as the single handler applied to each in turn.
+BatchHandler = Callable[[Session, Sequence[CloudEvent[BaseModel]]], None]
 
 
 class ConsumedRecord(Protocol):
@@ -176,12 +188,17 @@ class _Record:
 
 
 class _HandlerFailed(Exception):
-    """Carries a handler's error out of the batch transaction so that it rolls back."""
+    """Carries a handler's error out of the batch transaction so that it rolls back.
 
-    def __init__(self, index: int, error: Exception) -> None:
+    `index` is the failing event's place in the run; for a batch handler, the events from
+    `index` to `end` (exclusive) were handed to it together and any of them may be the culprit.
+    """
+
+    def __init__(self, index: int, error: Exception, end: int | None = None) -> None:
         super().__init__(index, error)
         self.index = index
         self.error = error
+        self.end = end
 
 
 @dataclass
@@ -210,6 +227,11 @@ class EventConsumer:
     Offsets are committed after the poll's effects are committed, so a crash re-delivers, and the
     inbox makes re-delivery harmless.
 
+    With `batch_handlers`, consecutive new events (not in the inbox) of a type that has one are
+    handed to it together, in the same transaction, instead of one handler call each. If it
+    raises, the transaction rolls back and those events are applied alone through the single
+    handler (so a poison event is still retried and dead-lettered, and the others applied).
+
     Several instances with one `group_id` share the topics' partitions. When the group rebalances
     (a member joins, leaves or dies), a member hands over its partitions between two polls, so
     no batch is half-applied then; before giving them up it commits the offsets of what it has
@@ -217,6 +239,13 @@ class EventConsumer:
     not committed. A commit the group refuses because it has moved on is logged, not fatal: the
     partitions' next owner reads from the last committed offset and the inbox skips what this
     member already applied.
+
+    A broker outage does not stop the member. A failed offset commit (the broker unreachable,
+    `commit_timeout_s` passed) is logged and tried again on the next rounds, also after empty
+    polls, so what was applied is committed once the broker is back. A batch whose handling a
+    broker error interrupted (a dead letter that could not be sent) is read again from its first
+    offset, not skipped; the inbox skips what of it was applied. The clients reconnect within
+    about 2 s of the broker's return (`RECONNECT_SETTINGS`).
     """
 
     def __init__(
@@ -229,10 +258,25 @@ class EventConsumer:
         session_factory: sessionmaker[Session],
         producer: KafkaProducer | None = None,
         max_poll_records: int = 200,
+        batch_handlers: Mapping[str, BatchHandler] | None = None,
+        commit_timeout_s: float = 10.0,
+        retry_interval_s: float = 1.0,
+        consumer_config: Mapping[str, Any] | None = None,
     ) -> None:
         self.settings = settings
         self.group_id = group_id
         self.handlers = handlers
+        self.batch_handlers = dict(batch_handlers or {})
+        # A batch handler's fallback is the single handler, so each needs one.
+        unpaired = set(self.batch_handlers).difference(handlers)
+        if unpaired:
+            raise ValueError(f"batch handlers without a single handler: {sorted(unpaired)}")
+        self.commit_timeout_s = commit_timeout_s
+        # How long to wait before trying the broker again after it failed us.
+        self.retry_interval_s = retry_interval_s
+        # Extra KafkaConsumer settings (tests: short request timeouts).
+        self.consumer_config = dict(consumer_config or {})
+        self._next_commit_try = 0.0
         self.topics = list(topics)
         self.session_factory = session_factory
         self.max_poll_records = max_poll_records
@@ -267,7 +311,7 @@ class EventConsumer:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=self.max_poll_records,
-            **CONSUMER_GROUP_SETTINGS,
+            **{**CONSUMER_GROUP_SETTINGS, **RECONNECT_SETTINGS, **self.consumer_config},
         )
         consumer.subscribe(self.topics, listener=_Handover(self, consumer))
         return consumer
@@ -277,16 +321,29 @@ class EventConsumer:
         log.info("consumer started", extra={"group": self.group_id, "topics": self.topics})
         try:
             while not self._stop.is_set():
-                batch = self._consumer.poll(timeout_ms=500)
-                if not batch:
+                try:
+                    batch = self._consumer.poll(timeout_ms=500)
+                except KafkaError as exc:
+                    self._broker_failed("poll failed", exc)
                     continue
-                self.process_batch([record for records in batch.values() for record in records])
-                # Only now, with the whole poll's effects committed, do its offsets count.
-                for partition, records in batch.items():
-                    last = records[-1]
-                    self._applied[partition] = OffsetAndMetadata(
-                        last.offset + 1, "", last.leader_epoch
-                    )
+                if batch:
+                    try:
+                        self.process_batch(
+                            [record for records in batch.values() for record in records]
+                        )
+                    except KafkaError as exc:
+                        # A dead letter could not be sent: read the batch again once the broker
+                        # is back; the inbox skips what of it was applied.
+                        self._rewind(batch)
+                        self._broker_failed("batch interrupted by a broker error", exc)
+                        continue
+                    # Only now, with the whole poll's effects committed, do its offsets count.
+                    for partition, records in batch.items():
+                        last = records[-1]
+                        self._applied[partition] = OffsetAndMetadata(
+                            last.offset + 1, "", last.leader_epoch
+                        )
+                # Also after an empty poll: a commit that failed in an outage is retried here.
                 self._commit_applied()
         finally:
             # Leaving the group revokes the partitions: the listener commits what was applied.
@@ -299,16 +356,46 @@ class EventConsumer:
             if p in self._applied and self._committed.get(p) != self._applied[p].offset
         }
 
+    def _broker_failed(self, what: str, exc: KafkaError) -> None:
+        log.warning(
+            f"{what}; trying again",
+            extra={"group": self.group_id, "error": f"{type(exc).__name__}: {exc}"},
+        )
+        self._stop.wait(self.retry_interval_s)
+
+    def _rewind(self, batch: Mapping[TopicPartition, Sequence[Any]]) -> None:
+        """Seek each partition of an unfinished batch back to its first record (what follows the
+        last applied one); a partition the group has taken away is read by its next owner."""
+        assert self._consumer is not None
+        assigned = self._consumer.assignment()
+        for partition, records in batch.items():
+            if records and partition in assigned:
+                self._consumer.seek(partition, records[0].offset)
+
     def _commit_applied(self) -> None:
         assert self._consumer is not None
         offsets = self._uncommitted(self._applied)
-        if not offsets:
+        if not offsets or time.monotonic() < self._next_commit_try:
             return
         try:
-            self._consumer.commit(offsets)
+            self._consumer.commit(offsets, timeout_ms=int(self.commit_timeout_s * 1000))
         except (CommitFailedError, RebalanceInProgressError) as exc:
             self._commit_refused(offsets, exc)
             return
+        except KafkaError as exc:
+            # The broker is away (a timeout, a lost connection): keep the offsets and try again.
+            log.warning(
+                "offset commit failed; it is tried again, and until then a restart re-reads "
+                "these events, which the inbox skips",
+                extra={
+                    "group": self.group_id,
+                    "partitions": _names(offsets),
+                    "error": f"{type(exc).__name__}: {exc}",
+                },
+            )
+            self._next_commit_try = time.monotonic() + self.retry_interval_s
+            return
+        self._next_commit_try = 0.0
         self._committed.update({p: o.offset for p, o in offsets.items()})
 
     def _commit_refused(self, offsets: dict[TopicPartition, Any], exc: Exception) -> None:
@@ -371,8 +458,21 @@ class EventConsumer:
             # The prefix has just run cleanly, but a second run is a new transaction that can fail
             # too (a lock, a lost connection): it gets the same treatment, not blind trust.
             self._apply_run(run[: failed.index])
-            self._apply_with_retries(run[failed.index], first_error=failed.error)
-            run = run[failed.index + 1 :]
+            if failed.end is None:
+                self._apply_with_retries(run[failed.index], first_error=failed.error)
+                run = run[failed.index + 1 :]
+                continue
+            log.warning(
+                "batch handler failed; applying its events one by one",
+                extra={
+                    "group": self.group_id,
+                    "events": failed.end - failed.index,
+                    "error": f"{type(failed.error).__name__}: {failed.error}",
+                },
+            )
+            for item in run[failed.index : failed.end]:
+                self._apply_with_retries(item)
+            run = run[failed.end :]
 
     def _apply_together(self, run: Sequence[_Parsed]) -> _HandlerFailed | None:
         """Apply the run in one transaction; on a handler's error roll it all back and say where.
@@ -384,27 +484,52 @@ class EventConsumer:
             with self.session_factory() as session, session.begin():
                 seen = processed_among(session, self.group_id, (p.event.id for p in run))
                 new: list[tuple[str, str]] = []
+                # Consecutive new events of a type with a batch handler, not yet handled.
+                group: list[tuple[int, _Parsed]] = []
                 for index, item in enumerate(run):
                     event = item.event
                     if event.id in seen:
                         outcomes.append((event.type, "duplicate"))
                         continue
                     seen.add(event.id)
-                    try:
-                        item.handler(session, event)
-                        # Flush here so a constraint violation is blamed on this event's
-                        # handler, as in its own transaction, not on the commit of them all.
-                        session.flush()
-                    except Exception as exc:
-                        raise _HandlerFailed(index, exc) from exc
+                    if group and group[0][1].event.type != event.type:
+                        self._handle_group(session, group)
+                        group = []
+                    if event.type in self.batch_handlers:
+                        group.append((index, item))
+                    else:
+                        self._handle_one(session, index, item)
                     new.append((event.id, event.type))
                     outcomes.append((event.type, "applied"))
+                if group:
+                    self._handle_group(session, group)
                 mark_many_processed(session, self.group_id, new)
         except _HandlerFailed as failed:
             return failed
         for event_type, outcome in outcomes:
             self._count(event_type, outcome)
         return None
+
+    @staticmethod
+    def _handle_one(session: Session, index: int, item: _Parsed) -> None:
+        try:
+            item.handler(session, item.event)
+            # Flush here so a constraint violation is blamed on this event's handler, as in
+            # its own transaction, not on the commit of them all.
+            session.flush()
+        except Exception as exc:
+            raise _HandlerFailed(index, exc) from exc
+
+    def _handle_group(self, session: Session, group: Sequence[tuple[int, _Parsed]]) -> None:
+        if len(group) == 1:
+            self._handle_one(session, *group[0])
+            return
+        first, last = group[0][0], group[-1][0]
+        try:
+            self.batch_handlers[group[0][1].event.type](session, [item.event for _, item in group])
+            session.flush()
+        except Exception as exc:
+            raise _HandlerFailed(first, exc, end=last + 1) from exc
 
     def process_record(self, topic: str, key: bytes | None, value: bytes, offset: int = -1) -> None:
         """Apply one record in its own transaction: what a batch falls back to on an error."""
@@ -491,9 +616,6 @@ class EventConsumer:
         attempts: int,
         cause: BaseException | None = None,
     ) -> None:
-        self.stats.dead_lettered += 1
-        self.stats.errors.append(error)
-        EVENTS_DEAD_LETTERED.labels(self.group_id, topic).inc()
         log.error(
             "event dead-lettered",
             extra={"group": self.group_id, "topic": topic, "error": error, "attempts": attempts},
@@ -516,6 +638,11 @@ class EventConsumer:
         )
         self.producer.flush(timeout=15)
         fut.get(timeout=15)
+        # Counted once it is on the dead-letter topic: a send that failed (the broker away)
+        # makes the batch be read again, and the event tried and dead-lettered again.
+        self.stats.dead_lettered += 1
+        self.stats.errors.append(error)
+        EVENTS_DEAD_LETTERED.labels(self.group_id, topic).inc()
 
 
 def _names(partitions: Iterable[TopicPartition]) -> list[str]:

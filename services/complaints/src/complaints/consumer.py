@@ -14,10 +14,10 @@ from sqlalchemy.orm import Session
 
 from complaints.domain import Actor, DomainError
 from complaints.models import CaseNeutral, CaseRecord, Proposal
-from complaints.orders import apply_order_event
+from complaints.orders import apply_order_event, apply_order_events
 from complaints.service import Deps, _entry, _save, _to_domain
 from odr_shared.events import CaseStatus, CloudEvent, MediationEventV1
-from odr_shared.kafka import EventHandler
+from odr_shared.kafka import BatchHandler, EventHandler
 
 log = logging.getLogger(__name__)
 GROUP_ID = "complaints"
@@ -200,3 +200,8 @@ def handlers(deps: Deps) -> dict[str, EventHandler]:
     for event_type in MEDIATION_HANDLERS:
         table[event_type] = partial(apply_mediation_event, deps=deps)
     return table
+
+
+def batch_handlers(deps: Deps) -> dict[str, BatchHandler]:
+    """Order events arrive in bursts (a marketplace's backfill, a busy hour): set-based."""
+    return {"order.status_changed": partial(apply_order_events, cipher=deps.cipher)}

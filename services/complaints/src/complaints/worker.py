@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from complaints.consumer import GROUP_ID, handlers
+from complaints.consumer import GROUP_ID, batch_handlers, handlers
 from complaints.deps import build_deps
 from complaints.service import Deps, check_deadlines
 from complaints.settings import ComplaintsSettings, get_settings
@@ -53,6 +53,7 @@ def main(settings: ComplaintsSettings | None = None) -> None:
         settings=settings,
         group_id=GROUP_ID,
         handlers=handlers(deps),
+        batch_handlers=batch_handlers(deps),
         topics=[ORDERS_TOPIC, MEDIATION_TOPIC],
         session_factory=deps.sessions,
         producer=producer,
