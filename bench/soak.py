@@ -918,21 +918,18 @@ def run_outage(
         restored_at = time.time()
         log(f"outage: broker back, {backlog_at_restore} outbox rows waiting; load stopped")
         recovery_s: float | None = None
-        lag_zero_at: float | None = None
         limit_s = max(300.0, 2 * outage_s)
         while time.time() - restored_at < limit_s:
+            # The backlog first: once it is empty, the produced counts read next hold every
+            # row, and offsets committed after that only grow.
+            backlog = pipeline.backlog()
             lags = pipeline.lags()
             caught_up = (
-                load.finished
-                and lags is not None
-                and not any(lags.values())
-                and pipeline.backlog() == 0
+                load.finished and backlog == 0 and lags is not None and not any(lags.values())
             )
             if caught_up:
                 recovery_s = time.time() - restored_at
                 break
-            if lags is not None and not any(lags.values()) and lag_zero_at is None:
-                lag_zero_at = time.time() - restored_at
             if time.time() >= sampler.next_at:
                 series.append(sampler.sample("recovery"))
             time.sleep(0.5)
