@@ -12,7 +12,8 @@ help:
 	@echo "make run     - the whole platform on this machine (Tansu, SMTP sink, 4 APIs, 4 workers)"
 	@echo "make test    - the whole suite (unit, integration on SQLite + PostgreSQL, e2e, browser)"
 	@echo "make lint    - ruff check, ruff format --check, mypy"
-	@echo "make bench   - benchmarks against same-run baselines -> bench/results/"
+	@echo "make bench   - benchmarks on PostgreSQL against same-run baselines -> bench/results/"
+	@echo "              (BENCH_ARGS=\"--quick\" for a short run, --only ingest,batch,... for some phases)"
 
 # The environment: uv (installed with pip if missing), then every workspace package from uv.lock.
 env: $(VENV)/.synced
@@ -45,7 +46,8 @@ bench-deps:
 bench: env bench-deps
 	$(PY) -m bench.run $(BENCH_ARGS)
 
-test: env browser-deps
+# wrk too: the bench smoke test measures a short closed-loop ingest run.
+test: env browser-deps bench-deps
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-unit: env

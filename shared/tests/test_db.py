@@ -81,6 +81,9 @@ def test_bulk_insert_stores_exactly_what_sqlalchemy_would(database_url: str) -> 
     assert len(returned) == 1201
     assert {name for _id, name in returned} == {f"ret-{i}" for i in range(1201)}
     assert len({id_ for id_, _name in returned}) == 1201
+    if engine.dialect.name == "postgresql":
+        # Pipelined single-row statements: each row's RETURNING in the rows' order.
+        assert [name for _id, name in returned] == [f"ret-{i}" for i in range(1201)]
     with engine.connect() as conn:
         got = {r.name: r for r in conn.execute(select(table))}
         # What each database holds, as text: the bulk rows are byte-for-byte the Core rows.

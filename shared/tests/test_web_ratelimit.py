@@ -152,28 +152,3 @@ def test_metrics_count_requests_by_route_template_and_status(tmp_path) -> None: 
     assert "/items/1" not in text
     count = "odr_http_request_duration_seconds_count"
     assert _sample(text, count, **base, route="/items/{item_id}") == 3
-
-
-def test_a_problem_survives_pickling_with_every_field() -> None:
-    """The gateway's store process hands problems back to the API process through pickle."""
-    import pickle
-
-    sent = Problem(
-        429,
-        "Too Many Requests",
-        "slow down",
-        type_="https://odr.example/problems/rate-limited",
-        headers={"Retry-After": "7"},
-        limit=1200,
-    )
-    got = pickle.loads(pickle.dumps(sent))  # noqa: S301 - our own bytes
-    assert isinstance(got, Problem)
-    assert (got.status, got.title, got.detail, got.type) == (
-        429,
-        "Too Many Requests",
-        "slow down",
-        "https://odr.example/problems/rate-limited",
-    )
-    assert got.headers == {"Retry-After": "7"}
-    assert got.extensions == {"limit": 1200}
-    assert str(got) == "slow down"

@@ -1,13 +1,27 @@
-"""The benchmark's arithmetic and outputs on synthetic numbers (no load, no timing)."""
+"""The benchmark's arithmetic and report on synthetic figures, and one short real ingest run.
+
+No timing is asserted: the real run checks that the figures exist and nothing is left behind.
+"""
 
 from __future__ import annotations
 
 import importlib
 import json
 import math
+import os
+import secrets
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
+
+import pytest
+
+from odr_shared.testing import (
+    create_postgres_database,
+    drop_postgres_database,
+    postgres_database_url,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -48,68 +62,145 @@ def test_percentiles_interpolate_and_summaries_name_them() -> None:
 
 def test_goals_compare_in_the_right_direction() -> None:
     report = _bench("report")
-    assert report.goal_met("ingest_ratio_vs_bare_fastapi", 0.6) is True
-    assert report.goal_met("ingest_ratio_vs_bare_fastapi", 0.4) is False
-    assert report.goal_met("routing_p99_ms", 12.0) is True
+    assert report.goal_met("pg_ingest_ratio_vs_bare_pg", 0.6) is True
+    assert report.goal_met("pg_ingest_ratio_vs_bare_pg", 0.59) is False
+    assert report.goal_met("pg_same_platform_over_spread", 0.95) is True
+    assert report.goal_met("routing_pg_p99_ms", 12.0) is True
     assert report.goal_met("case_to_sms_p99_ms", 2500.0) is False
-    assert report.goal_met("routing_p99_ms", None) is None
-    assert report.goal_met("routing_p99_ms", float("nan")) is None
-
-
-def test_top_frames_counts_inclusive_samples_once_per_stack() -> None:
-    report = _bench("report")
-    collapsed = "main;store;encrypt 30\nmain;verify 50\nmain;store;store 20\nnot a stack line\n"
-    frames = dict(report.top_frames(collapsed, 3))
-    assert frames == {"main": 100.0, "verify": 50.0, "store": 50.0}
+    assert report.goal_met("soak_missing", 0) is True
+    assert report.goal_met("soak_missing", 3) is False
+    assert report.goal_met("routing_pg_p99_ms", None) is None
+    assert report.goal_met("routing_pg_p99_ms", float("nan")) is None
 
 
 def test_wrk_summary_counts_only_2xx_answers() -> None:
-    run = _bench("run")
-    parsed = run.parse_wrk(WRK_OUTPUT)
+    common = _bench("common")
+    parsed = common.parse_wrk(WRK_OUTPUT)
     assert parsed["requests"] == 15000
     assert parsed["non_2xx"] == 1500
     assert parsed["ok_per_s"] == 1350.0
     assert parsed["p99_ms"] == 41.5
 
 
-def test_outputs_json_report_and_plot(tmp_path: Path) -> None:
+def test_report_shows_goals_phases_machine_and_soak_plot(tmp_path: Path) -> None:
     report = _bench("report")
-    curve = [
-        {
-            "offered_rps": r,
-            "achieved_rps": r,
-            "p50_ms": 5.0 + r / 100,
-            "p99_ms": 20 + r / 10,
-            "ok": r * 5,
-            "errors": 0,
-        }
-        for r in (50, 100, 200)
-    ]
     doc = {
-        "ingest_ratio_vs_bare_fastapi": 0.62,
+        "pg_ingest_ratio_vs_bare_pg": 0.62,
+        "pg_ingest_rps": 1240.0,
+        "pg_ingest_load": {"tool": "wrk", "connections": 32},
+        "pg_ingest_runs": [
+            {
+                "round": 0,
+                "case": "bare_pg_2w",
+                "processes": 3,
+                "connections": 32,
+                "ok_per_s": 2000.0,
+                "p99_ms": 30.0,
+                "non_2xx": 0,
+                "cpu_ms_per_request": {"api": 0.8},
+            }
+        ],
+        "pg_ingest_cpu_ms_per_request": {
+            "gateway_2w": {"api": 1.5, "postgres": 0.4},
+            "bare_pg_2w": {"api": 0.8, "postgres": 0.2},
+        },
         "batch_ratio_vs_raw_producer": 0.31,
-        "webhook_to_lookup_p99_ms": 240.0,
-        "ingest_gateway_rps": 1800.0,
-        "ingest_load": {"tool": "wrk", "connections": 32},
-        "curves": {"gateway_webhook": curve},
-        "profiles": {"gateway": [("receive (gateway/ingest.py:150)", 61.0)]},
-        "before": {"ingest_ratio_vs_bare_fastapi": 0.07},
-        "cpu_count": 2,
+        "soak_seconds": 600,
+        "soak_missing": 0,
+        "machine": {
+            "cpu_count": 2,
+            "cpu_model": "Synthetic CPU",
+            "postgres": {"version": "16.4", "fsync": "on", "synchronous_commit": "on"},
+        },
         "git_commit": "0123456789abcdef",
-        "python": "3.11",
         "measured_at": "2026-11-22T08:00:00+00:00",
+        "mode": "quick",
+        "phases": ["ingest", "batch", "soak"],
         "notes": ["synthetic"],
     }
+    (tmp_path / "soak.png").write_bytes(b"\x89PNG")
     report.write_outputs(doc, tmp_path)
-    assert json.loads((tmp_path / "latest.json").read_text()) == json.loads(json.dumps(doc))
-    png = (tmp_path / "latency_vs_load.png").read_bytes()
-    assert png.startswith(b"\x89PNG")
-    assert len(png) > 1000
+    assert json.loads((tmp_path / "latest.json").read_text()) == doc
     md = (tmp_path / "report.md").read_text()
-    assert "| `ingest_ratio_vs_bare_fastapi` | 0.62 | >= 0.5 | yes |" in md
+    assert "| `pg_ingest_ratio_vs_bare_pg` | 0.62 | >= 0.6 | yes |" in md
     assert "| `batch_ratio_vs_raw_producer` | 0.31 | >= 0.5 | no |" in md
-    assert "| `routing_p99_ms` | not measured | <= 50 | - |" in md
-    assert "| 200 | 200 | 7.0 | 40.0 | 0 |" in md
-    assert "What limits each figure" in md
-    assert "0.07" in md
+    assert "| `soak_seconds` | 600 | >= 600 | yes |" in md
+    assert "| `soak_missing` | 0 | <= 0 | yes |" in md
+    assert "| `routing_pg_p99_ms` | not measured | <= 50 | - |" in md
+    assert "| `outage_recovery_s` | not measured | <= 120 | - |" in md
+    assert "## Ingest on PostgreSQL" in md
+    assert "| 0 | bare_pg_2w | 3 | 32 | 2000.0 | 30.0 | 0 | api 0.8 |" in md
+    assert "| server under load | api | postgres |" in md
+    assert "| gateway_2w | 1.5 | 0.4 |" in md
+    assert "Synthetic CPU" in md
+    assert "fsync on" in md
+    assert "![soak](soak.png)" in md
     assert "synthetic" in md
+    assert not (tmp_path / "latency_vs_load.png").exists()
+
+
+def _processes_with(marker: str) -> list[int]:
+    """Live processes whose environment mentions `marker` (the run's database names)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if marker.encode() in (entry / "environ").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+@pytest.mark.e2e
+@pytest.mark.postgres
+def test_a_short_ingest_run_on_postgres_gives_every_figure_and_leaves_nothing(
+    postgres_admin_url: str,
+) -> None:
+    ingest = _bench("ingest")
+    common = _bench("common")
+    prefix = f"odr_bn_t{secrets.token_hex(4)}"
+    gateway_db = f"{prefix}_gateway"
+    create_postgres_database(postgres_admin_url, gateway_db)
+    env = {
+        **os.environ,
+        "GATEWAY_DATABASE_URL": postgres_database_url(postgres_admin_url, gateway_db),
+        "ENVIRONMENT": "test",
+        "LOG_LEVEL": "WARNING",
+    }
+    try:
+        migrate = "from gateway.main import migrate; migrate()"
+        subprocess.run([sys.executable, "-c", migrate], env=env, check=True)
+        results, _notes = ingest.run_ingest(
+            env=env,
+            postgres_url=postgres_admin_url,
+            database_prefix=prefix,
+            seconds=1,
+            repeats=1,
+            log=lambda _msg: None,
+        )
+    finally:
+        common.dispose_engines()
+        drop_postgres_database(postgres_admin_url, gateway_db)
+    for key in (
+        "pg_ingest_rps",
+        "pg_bare_rps",
+        "pg_ingest_ratio_vs_bare_pg",
+        "pg_ingest_rps_1w",
+        "pg_ingest_rps_2w",
+        "pg_same_platform_over_spread",
+        "pg_ingest_cpu_ms_per_request",
+    ):
+        assert key in results, key
+    assert results["pg_ingest_rps"] > 0
+    assert results["pg_bare_rps"] > 0
+    cases = {r["case"] for r in results["pg_ingest_runs"]}
+    assert cases == {"bare_pg_2w", "gateway_2w", "gateway_1w", "same_platform", "spread"}
+    assert all(r["cpu_s"]["api"] > 0 for r in results["pg_ingest_runs"])
+    # Every server process is gone, and so is the bare app's database.
+    assert _processes_with(prefix) == []
+    names = common.sql(
+        postgres_admin_url, "SELECT datname FROM pg_database WHERE datname LIKE :p", p=prefix + "%"
+    )
+    common.dispose_engines()
+    assert names == []

@@ -116,7 +116,7 @@ def test_a_dispute_goes_from_webhook_to_arbitration_decision(stack: Stack) -> No
         f"{gw}/v1/webhooks/{platform['platform_id']}",
         content=body,
         headers=standard_webhook_headers(platform["webhook_secret"], body),
-        timeout=60,  # the first on a fresh stack may wait for the gateway's store process
+        timeout=60,
     )
     assert r.status_code == 202, r.text
 
@@ -347,7 +347,7 @@ def test_a_dispute_settled_by_agreement_reaches_the_marketplace_signed(stack: St
             f"{gw}/v1/webhooks/{platform['platform_id']}",
             content=body,
             headers=standard_webhook_headers(platform["webhook_secret"], body),
-            timeout=60,  # the first on a fresh stack may wait for the gateway's store process
+            timeout=60,
         )
         assert r.status_code == 202, r.text
         order_id = f"{platform['platform_id']}:{code}"

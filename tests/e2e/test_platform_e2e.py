@@ -60,7 +60,6 @@ def test_order_event_posted_to_gateway_is_stored_by_complaints(stack: Stack) -> 
         {"type": "order.updated", "timestamp": "2026-11-20T03:00:00Z", "data": sample_order(code)}
     ).encode()
     headers = standard_webhook_headers(platform["webhook_secret"], body)
-    # The first webhook on a fresh stack may wait for the gateway's store process to start.
     r = httpx.post(
         f"{gw}/v1/webhooks/{platform['platform_id']}", content=body, headers=headers, timeout=60
     )

@@ -42,8 +42,6 @@ def settings(database_url: str) -> GatewaySettings:
         public_base_url="http://gateway.test",
         outbound_schedule_scale=0.001,
         outbound_poll_interval_s=0.05,
-        # In-process storing for the route tests; test_store_process.py runs the child process.
-        store_process=False,
     )
 
 
@@ -210,31 +208,6 @@ def wait_until(fn: Any, timeout_s: float = 20.0, step: Any = None) -> Any:
 @pytest.fixture
 def until() -> Any:
     return wait_until
-
-
-@pytest.fixture
-def store_commit() -> Any:
-    """Hand a group of deliveries to a store (as the group writer does) and wait until it is
-    settled; returns each delivery's future, done."""
-    from concurrent.futures import Future
-
-    def run(store: Any, items: list[Any], timeout_s: float = 60) -> list[Future[Any]]:
-        group: list[tuple[Any, Future[Any]]] = [(item, Future()) for item in items]
-        settled = threading.Event()
-        settled_with: list[Any] = []
-
-        def settle(g: Any) -> None:
-            settled_with.append(g)
-            settled.set()
-
-        store.wait_for_room()
-        store.commit(group, settle)
-        assert settled.wait(timeout_s), "the group was never settled"
-        assert settled_with == [group]
-        assert all(f.done() for _i, f in group)
-        return [f for _i, f in group]
-
-    return run
 
 
 @pytest.fixture

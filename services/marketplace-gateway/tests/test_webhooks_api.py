@@ -491,7 +491,7 @@ def test_metrics_count_deliveries_by_kind_and_outcome(gw) -> None:
     post_standard(gw, p, b"{oops")
     text_ = gw.client.get("/metrics").text
     assert 'odr_gateway_inbound_deliveries_total{kind="standard",status="accepted"}' in text_
-    assert 'odr_gateway_inbound_deliveries_total{kind="any",status="rejected"}' in text_
+    assert 'odr_gateway_inbound_deliveries_total{kind="standard",status="rejected"}' in text_
 
 
 def test_concurrent_copies_of_one_delivery_have_one_effect(gw, client) -> None:

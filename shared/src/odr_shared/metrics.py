@@ -27,6 +27,11 @@ EVENTS_DEAD_LETTERED = Counter(
 OUTBOX_PUBLISHED = Counter(
     "odr_outbox_published_total", "Outbox rows published to Kafka", ["relay", "topic"]
 )
+# A process leasing a slice of a rate-limit window (odr_shared.ratelimit.LeasedLimiter): "granted"
+# per slice, "exhausted" when the window had nothing left to lease.
+RATE_LIMIT_LEASES = Counter(
+    "odr_rate_limit_leases_total", "Rate-limit slices leased by this process", ["limit", "outcome"]
+)
 # Per relay instance: the slots of a service add up to 64 when its relays have settled; a relay
 # stuck at 0 is waiting for a lock (SQLite) or has lost its database connection.
 OUTBOX_SLOTS_OWNED = Gauge(

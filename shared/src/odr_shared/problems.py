@@ -36,25 +36,6 @@ class Problem(Exception):
         self.headers = headers or {}
         self.extensions = extensions
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Crosses process boundaries intact (the gateway's store process answers with it);
-        # Exception's default would call __init__ with the detail alone.
-        return (
-            _rebuild_problem,
-            (self.status, self.title, self.detail, self.type, self.headers, self.extensions),
-        )
-
-
-def _rebuild_problem(
-    status: int,
-    title: str,
-    detail: str,
-    type_: str,
-    headers: dict[str, str],
-    extensions: dict[str, Any],
-) -> Problem:
-    return Problem(status, title, detail, type_=type_, headers=headers, **extensions)
-
 
 def problem_response(
     status: int,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -14,7 +13,8 @@ from starlette.concurrency import run_in_threadpool
 from gateway import outbound, platforms
 from gateway.adapters.standard import CanonicalOrder
 from gateway.domain import PLATFORM_KINDS
-from gateway.ingest import Ingestor, NotPrepared, RawDelivery, body_preview, list_inbound
+from gateway.ingest import Inbound, Ingestor, body_preview, list_inbound
+from gateway.intake import Intake
 from gateway.models import ApiClient, InboundDelivery, Platform
 from gateway.settings import GatewaySettings
 from odr_shared.auth import AdminParty, CurrentParty, Party
@@ -44,6 +44,11 @@ def _cipher(request: Request) -> DataCipher:
 def _ingestor(request: Request) -> Ingestor:
     ingestor: Ingestor = request.app.state.ingestor
     return ingestor
+
+
+def _intake(request: Request) -> Intake:
+    intake: Intake = request.app.state.intake
+    return intake
 
 
 def _own_platform(party: Party, platform_id: str) -> None:
@@ -302,7 +307,7 @@ async def _read_body(request: Request, platform_id: str, limit: int) -> bytes:
 
 
 def ack_response(receipt_status: int, doc: dict[str, Any]) -> Response:
-    """The answer to a stored delivery (also the fast path's, `gateway.fastpath`)."""
+    """The answer to a stored delivery."""
     if receipt_status == 202:
         return JSONResponse(doc, status_code=202)
     # Marketplaces want a bare 2xx: Shopee an empty body, Lazada and TikTok just fast.
@@ -325,14 +330,8 @@ async def webhook(platform_id: str, request: Request) -> Response:
     settings = _settings(request)
     body = await _read_body(request, platform_id, settings.max_body_bytes)
     headers = {k.lower(): v for k, v in request.headers.items()}
-    ingestor = _ingestor(request)
-    # Verify and map on the loop when that needs no database (a thread hop per request costs
-    # more than the check), else in the threadpool; then wait, holding no thread, for the
-    # group commit.
-    pending = ingestor.prepare_cached(platform_id, headers, body)
-    if pending is None:
-        pending = await run_in_threadpool(ingestor.prepare, platform_id, headers, body)
-    receipt = await asyncio.wrap_future(ingestor.writer.submit(pending))
+    # Verified, mapped and stored with whatever else is waiting (one commit for the group).
+    receipt = await _intake(request).submit(Inbound(platform_id, headers, body))
     return ack_response(receipt.http_status, receipt.as_json())
 
 
@@ -347,16 +346,7 @@ async def webhook_batch(platform_id: str, request: Request) -> Response:
     settings = _settings(request)
     body = await _read_body(request, platform_id, settings.max_batch_body_bytes)
     headers = {k.lower(): v for k, v in request.headers.items()}
-    ingestor = _ingestor(request)
-    try:
-        # Verified and mapped where it is stored (the store process, when there is one).
-        receipt = await ingestor.writer.submit_async(
-            RawDelivery(platform_id, headers, body, batch=True)
-        )
-    except NotPrepared:
-        # Refused (or no such platform): verified again here, where the refusal is recorded.
-        pending = await run_in_threadpool(ingestor.prepare, platform_id, headers, body, batch=True)
-        receipt = await asyncio.wrap_future(ingestor.writer.submit(pending))
+    receipt = await _intake(request).submit(Inbound(platform_id, headers, body, batch=True))
     return JSONResponse(receipt.as_json(), status_code=202)
 
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from gateway.api import router
-from gateway.fastpath import WebhookFastPath
 from gateway.ingest import Ingestor
+from gateway.intake import Intake
 from gateway.settings import GatewaySettings, get_settings
-from gateway.store import StoreProcess
 from odr_shared.crypto import DataCipher
 from odr_shared.db import API_CHECKPOINT_PAGES, make_engine, make_session_factory
 from odr_shared.logs import configure_logging
@@ -29,17 +28,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         title="ODR marketplace gateway",
         settings=settings,
         engine=engine,
-        hot_paths=[WebhookFastPath],
         description="Platforms, signed order-event webhooks in, case webhooks out.",
     )
     app.state.sessions = make_session_factory(engine)
     app.state.cipher = DataCipher(settings.data_encryption_key)
     app.state.ingestor = Ingestor(app.state.sessions, app.state.cipher, settings)
-    app.state.store = None
-    if settings.store_process:
-        store = StoreProcess(settings)
-        app.state.ingestor.writer.store = store
-        app.state.store = store
-        store.start_in_background()
+    app.state.intake = Intake(app.state.ingestor.store, settings.store_concurrency)
     app.include_router(router)
     return app

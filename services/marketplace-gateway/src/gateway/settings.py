@@ -17,8 +17,9 @@ class GatewaySettings(ServiceSettings):
     webhook_tolerance_s: int = 300
     max_body_bytes: int = 1_048_576
     max_batch_body_bytes: int = 16 * 1_048_576
-    # Per platform, all webhook routes together.
-    webhook_rate_limit: int = 1200
+    # Per platform, all webhook routes together: 2,000 events/s, above the national peak of the
+    # largest marketplace (docs/capacity.md); a platform stuck in a retry loop still meets it.
+    webhook_rate_limit: int = 120_000
     webhook_rate_window_s: int = 60
     platform_token_ttl_s: int = 3600
     # How long a process reuses a platform's verification settings (0: read them per request).
@@ -38,9 +39,9 @@ class GatewaySettings(ServiceSettings):
     # transactions) twice per batch to mark rows sent: 2,000 took the batch bench from 0.44
     # to 0.49 of a bare producer.
     outbox_batch_size: int = 2000
-    # Store webhook deliveries in a child process of each API process (see gateway/store.py),
-    # so storing and serving HTTP use two cores; off, a thread of the API process stores them.
-    store_process: bool = True
+    # Groups of webhook deliveries stored at once per API process (gateway/intake.py): one
+    # commits while the next gathers. Beyond this, requests wait for a group to finish.
+    store_concurrency: int = 2
 
 
 @lru_cache
