@@ -113,10 +113,14 @@ class RawHttp:
         head.append(f"content-length: {len(body)}")
         return ("\r\n".join(head) + "\r\n\r\n").encode() + body
 
-    async def send(self, raw: bytes, timeout_s: float = 60) -> tuple[int, dict[bytes, bytes]]:
+    async def send(
+        self, raw: bytes, timeout_s: float = 30, queue_s: float = math.inf
+    ) -> tuple[int, dict[bytes, bytes]]:
         """The answer's status and headers. A kept-alive connection the server has closed in
-        the meantime is replaced once, as any HTTP client does."""
-        async with self.gate:
+        the meantime is replaced once, as any HTTP client does. Waiting longer than `queue_s`
+        for a free connection raises TimeoutError."""
+        await asyncio.wait_for(self.gate.acquire(), None if math.isinf(queue_s) else queue_s)
+        try:
             for reused in (True, False):
                 if reused and self.idle:
                     reader, writer = self.idle.pop()
@@ -126,6 +130,9 @@ class RawHttp:
                     self.opened.append(writer)
                 try:
                     answer = await asyncio.wait_for(self._exchange(reader, writer, raw), timeout_s)
+                except TimeoutError:
+                    writer.close()  # an answer may still come on it: not to be reused
+                    raise
                 except (OSError, ValueError, IndexError, asyncio.IncompleteReadError):
                     writer.close()
                     if reused:
@@ -133,7 +140,9 @@ class RawHttp:
                     raise
                 self.idle.append((reader, writer))
                 return answer
-        raise ConnectionError("unreachable")  # pragma: no cover - the loop returns or raises
+            raise ConnectionError("unreachable")  # pragma: no cover - the loop returns or raises
+        finally:
+            self.gate.release()
 
     @staticmethod
     async def _exchange(
@@ -198,6 +207,7 @@ class Loader:
     abandoned: int = 0
     failed: int = 0
     offered: int = 0
+    done: int = 0
     deadline: float = math.inf
 
     def emit(self, doc: dict[str, Any]) -> None:
@@ -209,6 +219,7 @@ class Loader:
                 "k": "t",
                 "t": time.time(),
                 "o": self.offered,
+                "q": self.offered - self.done,
                 "st": self.tick_statuses,
                 "lat": [round(v, 1) for v in self.tick_latencies],
             }
@@ -270,7 +281,7 @@ class Loader:
         self.statuses[status] = self.statuses.get(status, 0) + 1
         self.tick_statuses[status] = self.tick_statuses.get(status, 0) + 1
 
-    async def deliver(self, client: RawHttp, i: int, scheduled: float, wall0: float) -> None:
+    async def _deliver(self, client: RawHttp, i: int, scheduled: float, wall0: float) -> None:
         code = order_code(self.tag, i)
         probed = i % self.probe_one_in == 0
         if probed:
@@ -280,7 +291,9 @@ class Loader:
         for attempt in range(1, MAX_ATTEMPTS + 1):
             headers: dict[bytes, bytes] = {}
             try:
-                status, headers = await client.send(raw)
+                # Past the deadline (the load's end and its grace) a waiting request gives up.
+                queue_s = max(0.0, self.deadline - time.perf_counter())
+                status, headers = await client.send(raw, queue_s=queue_s)
             except (OSError, ValueError, IndexError, asyncio.IncompleteReadError, TimeoutError):
                 status = 0
             self.count(status)
@@ -299,6 +312,12 @@ class Loader:
             await asyncio.sleep(wait_s)
         if probed:
             self.emit({"k": "x", "c": code})
+
+    async def deliver(self, client: RawHttp, i: int, scheduled: float, wall0: float) -> None:
+        try:
+            await self._deliver(client, i, scheduled, wall0)
+        finally:
+            self.done += 1
 
 
 def _retry_after(value: bytes | None) -> float:
