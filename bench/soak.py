@@ -91,21 +91,20 @@ def _r(value: float, digits: int = 1) -> float | None:
 # the load process
 
 
-class RawHttp:
-    """A minimal HTTP/1.1 keep-alive client over plain asyncio connections (127.0.0.1 only).
+class HttpConn:
+    """One HTTP/1.1 keep-alive connection over plain asyncio streams (127.0.0.1 only).
 
-    httpx costs about a millisecond of CPU per request; pre-built request bytes over a pool
-    of connections cost a small fraction of that, so one core offers 1,000 webhooks/s.
+    httpx costs about a millisecond of CPU per request; pre-built request bytes over a few
+    hundred plain connections cost a small fraction of that, so one core offers 1,000
+    webhooks/s. A kept-alive connection the server closed meanwhile is replaced once.
     """
 
-    def __init__(self, url: str, size: int) -> None:
+    def __init__(self, url: str) -> None:
         parsed = httpx.URL(url)
         if parsed.host != LOCAL:
             raise ValueError("the bench only loads 127.0.0.1")
         self.host, self.port, self.path = parsed.host, parsed.port or 80, parsed.raw_path.decode()
-        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
-        self.gate = asyncio.Semaphore(size)
-        self.opened: list[asyncio.StreamWriter] = []
+        self.rw: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
 
     def build(self, headers: dict[str, str], body: bytes) -> bytes:
         head = [f"POST {self.path} HTTP/1.1", f"host: {self.host}:{self.port}"]
@@ -113,36 +112,22 @@ class RawHttp:
         head.append(f"content-length: {len(body)}")
         return ("\r\n".join(head) + "\r\n\r\n").encode() + body
 
-    async def send(
-        self, raw: bytes, timeout_s: float = 30, queue_s: float = math.inf
-    ) -> tuple[int, dict[bytes, bytes]]:
-        """The answer's status and headers. A kept-alive connection the server has closed in
-        the meantime is replaced once, as any HTTP client does. Waiting longer than `queue_s`
-        for a free connection raises TimeoutError."""
-        await asyncio.wait_for(self.gate.acquire(), None if math.isinf(queue_s) else queue_s)
-        try:
-            for reused in (True, False):
-                if reused and self.idle:
-                    reader, writer = self.idle.pop()
-                else:
-                    reused = False
-                    reader, writer = await asyncio.open_connection(self.host, self.port)
-                    self.opened.append(writer)
-                try:
-                    answer = await asyncio.wait_for(self._exchange(reader, writer, raw), timeout_s)
-                except TimeoutError:
-                    writer.close()  # an answer may still come on it: not to be reused
+    async def send(self, raw: bytes, timeout_s: float = 30) -> tuple[int, dict[bytes, bytes]]:
+        """The answer's status and headers."""
+        for _ in range(2):
+            fresh = self.rw is None
+            if self.rw is None:
+                self.rw = await asyncio.open_connection(self.host, self.port)
+            try:
+                return await asyncio.wait_for(self._exchange(*self.rw, raw), timeout_s)
+            except TimeoutError:
+                self.close()  # an answer may still come on it: not to be reused
+                raise
+            except (OSError, ValueError, IndexError, asyncio.IncompleteReadError):
+                self.close()
+                if fresh:
                     raise
-                except (OSError, ValueError, IndexError, asyncio.IncompleteReadError):
-                    writer.close()
-                    if reused:
-                        continue
-                    raise
-                self.idle.append((reader, writer))
-                return answer
-            raise ConnectionError("unreachable")  # pragma: no cover - the loop returns or raises
-        finally:
-            self.gate.release()
+        raise ConnectionError("the server closed two connections in a row")
 
     @staticmethod
     async def _exchange(
@@ -166,8 +151,9 @@ class RawHttp:
         return status, headers
 
     def close(self) -> None:
-        for writer in self.opened:
-            writer.close()
+        if self.rw is not None:
+            self.rw[1].close()
+            self.rw = None
 
 
 def order_code(tag: str, i: int) -> str:
@@ -181,12 +167,19 @@ def order_body(code: str, i: int) -> bytes:
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
 
 
+# (index, scheduled perf_counter time, attempt, request bytes once built)
+Job = tuple[int, float, int, bytes | None]
+
+
 @dataclass
 class Loader:
     """Offers order webhooks open-loop and reports on stdout, one JSON object a line:
 
     `s` a probed order scheduled (code, wall time), `x` a probed order given up, `t` a tick
-    (counts since the last tick, 2xx latencies in ms), `end` the totals.
+    (counts since the last tick, 2xx latencies in ms, requests not yet answered), `end` the
+    totals. Requests wait in one queue for the first of `connections` free connections (a
+    marketplace's sender pool); one still waiting at the deadline (the load's end plus a grace
+    period) is given up unsent.
     """
 
     url: str
@@ -196,7 +189,7 @@ class Loader:
     tag: str
     probe_one_in: int = PROBE_ONE_IN
     retry_grace_s: float = 30.0
-    max_in_flight: int = 256
+    connections: int = 256
     out: IO[str] = field(default_factory=lambda: sys.stdout)
     stop: threading.Event = field(default_factory=threading.Event)
     statuses: dict[int, int] = field(default_factory=dict)
@@ -205,6 +198,7 @@ class Loader:
     accepted: int = 0
     retries: int = 0
     abandoned: int = 0
+    unsent: int = 0
     failed: int = 0
     offered: int = 0
     done: int = 0
@@ -228,8 +222,9 @@ class Loader:
         self.tick_statuses, self.tick_latencies = {}, []
 
     async def run(self) -> None:
-        client = RawHttp(self.url, self.max_in_flight)
-        tasks: set[asyncio.Task[None]] = set()
+        queue: asyncio.Queue[Job] = asyncio.Queue()
+        conns = [HttpConn(self.url) for _ in range(self.connections)]
+        workers = [asyncio.create_task(self.worker(c, queue)) for c in conns]
         self.deadline = time.perf_counter() + self.seconds + self.retry_grace_s
         start = time.perf_counter()
         wall0 = time.time() - start
@@ -243,9 +238,9 @@ class Loader:
                 while self.offered < due:
                     i = self.offered
                     scheduled = start + i / self.rate
-                    task = asyncio.create_task(self.deliver(client, i, scheduled, wall0))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
+                    if i % self.probe_one_in == 0:
+                        self.emit({"k": "s", "c": order_code(self.tag, i), "t": wall0 + scheduled})
+                    queue.put_nowait((i, scheduled, 1, None))
                     self.offered += 1
                 if now - last_tick >= 0.25:
                     self.tick()
@@ -253,13 +248,17 @@ class Loader:
                 nxt = start + self.offered / self.rate
                 await asyncio.sleep(min(max(0.0, nxt - time.perf_counter()), 0.01))
             load_s = time.perf_counter() - start
-            # Retries still waiting go on for a grace period after the load, then give up.
+            # Retries and waiting requests go on for a grace period after the load, then give up.
             self.deadline = min(self.deadline, time.perf_counter() + self.retry_grace_s)
-            while tasks:
-                await asyncio.wait(set(tasks), timeout=0.25)
+            while self.done < self.offered:
+                await asyncio.sleep(0.25)
                 self.tick()
         finally:
-            client.close()
+            for w in workers:
+                w.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+            for c in conns:
+                c.close()
         self.tick()
         self.emit(
             {
@@ -269,6 +268,7 @@ class Loader:
                 "statuses": self.statuses,
                 "retries": self.retries,
                 "abandoned": self.abandoned,
+                "unsent": self.unsent,
                 "failed": self.failed,
                 "load_s": round(load_s, 3),
                 "elapsed_s": round(time.perf_counter() - start, 3),
@@ -281,43 +281,47 @@ class Loader:
         self.statuses[status] = self.statuses.get(status, 0) + 1
         self.tick_statuses[status] = self.tick_statuses.get(status, 0) + 1
 
-    async def _deliver(self, client: RawHttp, i: int, scheduled: float, wall0: float) -> None:
-        code = order_code(self.tag, i)
-        probed = i % self.probe_one_in == 0
-        if probed:
-            self.emit({"k": "s", "c": code, "t": wall0 + scheduled})
-        body = order_body(code, i)
-        raw = client.build(standard_webhook_headers(self.secret, body), body)
-        for attempt in range(1, MAX_ATTEMPTS + 1):
+    def give_up(self, i: int) -> None:
+        self.done += 1
+        if i % self.probe_one_in == 0:
+            self.emit({"k": "x", "c": order_code(self.tag, i)})
+
+    async def worker(self, conn: HttpConn, queue: asyncio.Queue[Job]) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            i, scheduled, attempt, raw = await queue.get()
+            if time.perf_counter() > self.deadline:
+                if attempt == 1:
+                    self.unsent += 1
+                else:
+                    self.abandoned += 1
+                self.give_up(i)
+                continue
+            if raw is None:
+                body = order_body(order_code(self.tag, i), i)
+                raw = conn.build(standard_webhook_headers(self.secret, body), body)
             headers: dict[bytes, bytes] = {}
             try:
-                # Past the deadline (the load's end and its grace) a waiting request gives up.
-                queue_s = max(0.0, self.deadline - time.perf_counter())
-                status, headers = await client.send(raw, queue_s=queue_s)
+                status, headers = await conn.send(raw)
             except (OSError, ValueError, IndexError, asyncio.IncompleteReadError, TimeoutError):
                 status = 0
             self.count(status)
             if 200 <= status < 300:
                 self.accepted += 1
+                self.done += 1
                 self.tick_latencies.append((time.perf_counter() - scheduled) * 1000)
-                return
+                continue
             if status not in (0, 429, 503):
                 self.failed += 1
-                break
+                self.give_up(i)
+                continue
             wait_s = _retry_after(headers.get(b"retry-after"))
             if attempt == MAX_ATTEMPTS or time.perf_counter() + wait_s > self.deadline:
                 self.abandoned += 1
-                break
+                self.give_up(i)
+                continue
             self.retries += 1
-            await asyncio.sleep(wait_s)
-        if probed:
-            self.emit({"k": "x", "c": code})
-
-    async def deliver(self, client: RawHttp, i: int, scheduled: float, wall0: float) -> None:
-        try:
-            await self._deliver(client, i, scheduled, wall0)
-        finally:
-            self.done += 1
+            loop.call_later(wait_s, queue.put_nowait, (i, scheduled, attempt + 1, raw))
 
 
 def _retry_after(value: bytes | None) -> float:
@@ -615,9 +619,9 @@ def process_usage(groups: dict[str, int]) -> dict[str, tuple[float, float]]:
     usage: dict[str, tuple[float, float]] = {}
     stats = _proc_stats()
     for name, pgid in groups.items():
-        rss = sum(r for g, r, _c in stats.values() if g == pgid)
-        cpu = sum(c for g, _r, c in stats.values() if g == pgid)
-        usage[name] = (rss / 2**20, cpu / TICKS)
+        members = [(r, c) for g, r, c in stats.values() if g == pgid]
+        if members:  # a process that has exited has no figures
+            usage[name] = (sum(r for r, _c in members) / 2**20, sum(c for _r, c in members) / TICKS)
     return usage
 
 
@@ -658,7 +662,7 @@ def run_soak(
         while not load.finished and load.proc.poll() is None:
             time.sleep(max(0.0, sampler.next_at - time.time()))
             series.append(sampler.sample("load"))
-        end = load.wait(timeout_s=120)
+        end = load.wait(timeout_s=300)
         # Everything accepted is visible in the end: let the consumers catch up, still sampling.
         drain_started = time.time()
         drain_limit = max(120.0, seconds / 2)
@@ -682,7 +686,8 @@ def run_soak(
     lat = load.all_latencies + load.latencies
     load_rows = [r for r in series if r["phase"] == "load"]
     growth, broker = rss_growth(load_rows, warm_up_s)
-    cpu = sampler.cpu_pct(load_rows)
+    # CPU while the load was offered (not while late requests were still being given up).
+    cpu = sampler.cpu_pct([r for r in load_rows if r["t_s"] <= seconds + SAMPLE_EVERY_S])
     lags = [r["lag_max"] for r in series if r["lag_max"] is not None]
     result: dict[str, Any] = {
         "soak_seconds": seconds,
@@ -693,6 +698,8 @@ def run_soak(
         "soak_answers": {str(k): v for k, v in sorted(end["statuses"].items())},
         "soak_retries": end["retries"],
         "soak_abandoned": end["abandoned"],
+        # Still waiting for a free connection when the load and its grace period were over.
+        "soak_unsent": end["unsent"],
         "soak_refused": end["failed"],
         "soak_http_p99_ms": _r(percentile(lat, 99)),
         "soak_webhook_to_lookup_p99_ms": _r(percentile(lookups, 99)),
@@ -775,6 +782,7 @@ class Sampler:
             "cpu_pct": {
                 n: round(100 * (cpu - self.last_usage.get(n, (0, cpu))[1]) / dt, 1)
                 for n, (_rss, cpu) in usage.items()
+                if n in self.last_usage
             },
         }
         self.last_t, self.last_offered, self.last_usage = now, offered, usage
@@ -789,8 +797,9 @@ class Sampler:
         first, last = rows[0], rows[-1]
         dt = last["t_s"] - first["t_s"]
         return {
-            n: round(100 * (last["cpu_s"][n] - first["cpu_s"].get(n, 0)) / dt, 1)
+            n: round(100 * (last["cpu_s"][n] - first["cpu_s"][n]) / dt, 1)
             for n in last["cpu_s"]
+            if n in first["cpu_s"]
         }
 
 
@@ -982,6 +991,7 @@ def run_outage(
         "outage_accepted": end["accepted"],
         "outage_answers": {str(k): v for k, v in sorted(end["statuses"].items())},
         "outage_abandoned": end["abandoned"],
+        "outage_unsent": end["unsent"],
         "outage_backlog_at_restore": backlog_at_restore,
         "outage_accepted_per_s_during": (
             round(sum(accepted_during) / len(accepted_during), 1) if accepted_during else None
