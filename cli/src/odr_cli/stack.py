@@ -122,6 +122,10 @@ class Stack:
     `postgres_url` when missing; kept, or with `drop_databases` dropped when the stack stops).
     A service's URL in `database_urls` (or `extra_env`) is used as it is: the stack neither
     creates nor drops that database.
+
+    `broker_port`, when given, is where Tansu listens; it still advertises `ports.kafka`, where
+    the caller runs something in between (a benchmark's cuttable link), so every service
+    process reaches the broker through that port. The caller starts it before `start()`.
     """
 
     def __init__(
@@ -136,9 +140,11 @@ class Stack:
         database_urls: Mapping[str, str] | None = None,
         echo: IO[str] | None = None,
         extra_env: dict[str, str] | None = None,
+        broker_port: int | None = None,
     ) -> None:
         self.var = var.resolve()
         self.ports = ports or Ports()
+        self.broker_port = broker_port
         self.database = database_kind(database, named="database")
         self.postgres_url = postgres_url
         self.drop_databases = drop_databases
@@ -227,6 +233,11 @@ class Stack:
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.ports.kafka}"
 
+    @property
+    def listen_port(self) -> int:
+        """Where Tansu itself listens: `broker_port`, or the advertised `ports.kafka`."""
+        return self.broker_port or self.ports.kafka
+
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
         env.setdefault("ENVIRONMENT", "development")
@@ -258,6 +269,7 @@ class Stack:
     def _argv(self) -> list[Proc]:
         py = sys.executable
         kafka_url = f"tcp://127.0.0.1:{self.ports.kafka}"
+        listen_url = f"tcp://127.0.0.1:{self.listen_port}"
         procs = [
             Proc(
                 "tansu",
@@ -265,7 +277,7 @@ class Stack:
                     str(tansu_binary()),
                     "broker",
                     "--listener-url",
-                    kafka_url,
+                    listen_url,
                     "--advertised-listener-url",
                     kafka_url,
                     "--storage-engine",
@@ -340,7 +352,7 @@ class Stack:
         for proc in self._argv():
             self.start_process(proc)
             if proc.name == "tansu":
-                wait_port("127.0.0.1", self.ports.kafka)
+                wait_port("127.0.0.1", self.listen_port)
         for name in SERVICES:
             wait_http(f"{self.url(name)}/readyz", timeout_s=timeout_s)
         return self
