@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -296,3 +297,46 @@ def median(values: list[float]) -> float:
         return float("nan")
     mid = n // 2
     return ordered[mid] if n % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+class StatisticsKeeper:
+    """ANALYZE the stack's databases every `every_s` while the server runs without autovacuum.
+
+    The local PostgreSQL of the machines this runs on has `autovacuum = off`; production's
+    (CloudNativePG) has it on. Without statistics the planner takes a fresh table's size from
+    its pages but guesses every selectivity, and the consumers' inbox check (`consumer_group =
+    ? AND event_id IN (...)`) turned into a scan of the whole group: 300 ms per poll after two
+    minutes of the soak, which is not what production would see. This does what autovacuum's
+    analyze would do (about once a minute per busy table), and nothing when autovacuum is on.
+    """
+
+    def __init__(self, urls: list[str], every_s: float = 20.0) -> None:
+        self.urls = urls
+        self.every_s = every_s
+        self.active = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> StatisticsKeeper:
+        if not self.urls or sql(self.urls[0], "SHOW autovacuum")[0][0] == "on":
+            return self
+        self.active = True
+        self._thread = threading.Thread(target=self._run, name="bench-analyze", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            for url in self.urls:
+                try:
+                    with engine(url).connect() as conn:
+                        conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql(
+                            "ANALYZE"
+                        )
+                except Exception as exc:  # noqa: BLE001 - a database being dropped at the end
+                    log(f"analyze {url.rsplit('/', 1)[-1]}: {type(exc).__name__}")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=120)

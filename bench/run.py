@@ -35,6 +35,7 @@ import httpx
 from bench.common import (
     DEFAULT_POSTGRES_URL,
     RESULTS,
+    StatisticsKeeper,
     compact,
     dispose_engines,
     epoch,
@@ -50,7 +51,7 @@ from bench.common import (
 )
 from bench.load import open_loop
 from bench.report import summary_ms, write_outputs
-from odr_cli.stack import Ports, Stack
+from odr_cli.stack import SERVICES, Ports, Stack
 from odr_shared.testing import standard_webhook_headers
 
 PHASES = ("ingest", "batch", "sms", "soak", "outage", "lookup", "routing")
@@ -106,6 +107,7 @@ class Ctx:
     prefix: str
     out: Path
     stack: Stack | None = None
+    keeper: StatisticsKeeper | None = None
     results: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     phases_run: list[str] = field(default_factory=list)
@@ -532,6 +534,12 @@ def start_stack(ctx: Ctx, var: Path) -> Stack:
     ctx.stack = stack
     log(f"starting the platform on PostgreSQL (databases {ctx.prefix}_*)")
     stack.start()
+    ctx.keeper = StatisticsKeeper([stack.database_url(s) for s in SERVICES]).start()
+    if ctx.keeper.active:
+        ctx.notes.append(
+            "PostgreSQL runs with autovacuum off here: the bench ANALYZEs the stack's databases "
+            "every 20 s, as autovacuum would in production"
+        )
     return stack
 
 
@@ -593,6 +601,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def stop_stack(ctx: Ctx) -> None:
+    if ctx.keeper is not None:
+        ctx.keeper.stop()
+        ctx.keeper = None
     dispose_engines()  # the bench's own connections, before the stack drops its databases
     if ctx.stack is not None:
         ctx.stack.stop()
