@@ -108,6 +108,9 @@ def router(
         ready.put(index)
         start.wait(120)
         t0 = start_at.value
+        # Every router begins at the same instant t0, also when saturated (no arrival times):
+        # the rate is counted from t0, so a router that began early would count a negative wall.
+        time.sleep(max(0.0, t0 - time.time()))
         latencies: list[float] = []
         sojourns: list[float] = []
         statements[0] = 0
