@@ -40,6 +40,8 @@ from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.orm import Session
 
+from bench.load import RawHttp
+from bench.report import percentile
 from complaints import SERVICE_ROOT, repository
 from complaints.orders import canonical_phone
 from odr_shared.auth import TokenService
@@ -638,29 +640,6 @@ def plan_lookups(
     return out
 
 
-async def _exchange(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, raw: bytes
-) -> tuple[int, bytes]:
-    writer.write(raw)
-    status = int((await reader.readline()).split()[1])
-    length, chunked = 0, False
-    while (line := await reader.readline()) not in (b"\r\n", b""):
-        name, _, value = line.partition(b":")
-        name = name.strip().lower()
-        if name == b"content-length":
-            length = int(value)
-        elif name == b"transfer-encoding" and b"chunked" in value.lower():
-            chunked = True
-    if not chunked:
-        return status, await reader.readexactly(length)
-    parts = []
-    while size := int((await reader.readline()).strip(), 16):
-        parts.append(await reader.readexactly(size))
-        await reader.readline()
-    await reader.readline()
-    return status, b"".join(parts)
-
-
 async def open_loop(
     port: int, lookups: list[Lookup], at: list[float], timeout_s: float = 30
 ) -> list[tuple[float, int]]:
@@ -691,7 +670,7 @@ async def open_loop(
                 try:
                     reader, writer, reused = await connection()
                     status, _ = await asyncio.wait_for(
-                        _exchange(reader, writer, lookups[i].raw), timeout_s
+                        RawHttp._exchange(reader, writer, lookups[i].raw), timeout_s
                     )
                 except (OSError, ValueError, IndexError, asyncio.IncompleteReadError) as exc:
                     # A reused connection the server closed meanwhile: once more on a new
@@ -730,15 +709,6 @@ def poisson_schedule(rate: float, seconds: float, rng: random.Random) -> list[fl
         at.append(t)
         t += rng.expovariate(rate)
     return at
-
-
-def percentile(values: list[float], pct: float) -> float:
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * pct / 100
-    lo, hi = math.floor(rank), math.ceil(rank)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (rank - lo)
 
 
 # --- plans ---------------------------------------------------------------------------------------

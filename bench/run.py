@@ -50,7 +50,10 @@ from bench.common import (
     wait_until,
 )
 from bench.load import open_loop
+from bench.lookup import run_lookup_bench
 from bench.report import summary_ms, write_outputs
+from bench.routing import run_routing_bench
+from bench.soak import run_outage, run_soak
 from odr_cli.stack import SERVICES, Ports, Stack
 from odr_shared.testing import standard_webhook_headers
 
@@ -396,19 +399,13 @@ def bench_case_to_sms(ctx: Ctx) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# phases in modules of their own (imported when run: a missing one is noted, not fatal)
+# phases in modules of their own
 
 
 def bench_soak(ctx: Ctx) -> None:
-    try:
-        from bench.soak import run_soak  # type: ignore[import-not-found,unused-ignore]
-    except ImportError as exc:
-        ctx.notes.append(f"soak: not measured ({exc})")
-        return
     st = ctx.settings
     platform_id, secret = ctx.platform("soak")
-    run: Callable[..., Any] = run_soak
-    got = run(
+    got = run_soak(
         stack=ctx.s,
         platform_id=platform_id,
         secret=secret,
@@ -421,14 +418,8 @@ def bench_soak(ctx: Ctx) -> None:
 
 
 def bench_outage(ctx: Ctx) -> None:
-    try:
-        from bench.soak import run_outage  # type: ignore[import-not-found,unused-ignore]
-    except ImportError as exc:
-        ctx.notes.append(f"outage: not measured ({exc})")
-        return
     st = ctx.settings
-    run: Callable[..., Any] = run_outage
-    got = run(
+    got = run_outage(
         postgres_url=ctx.postgres_url,
         rate=st.outage_rate,
         outage_s=st.outage_s,
@@ -439,14 +430,8 @@ def bench_outage(ctx: Ctx) -> None:
 
 
 def bench_lookup(ctx: Ctx) -> None:
-    try:
-        from bench.lookup import run_lookup_bench  # type: ignore[import-not-found,unused-ignore]
-    except ImportError as exc:
-        ctx.notes.append(f"lookup: not measured ({exc})")
-        return
     st = ctx.settings
-    run: Callable[..., Any] = run_lookup_bench
-    got = run(
+    got = run_lookup_bench(
         postgres_url=ctx.postgres_url,
         orders=st.lookup_orders,
         rate=st.lookup_rate,
@@ -457,14 +442,8 @@ def bench_lookup(ctx: Ctx) -> None:
 
 
 def bench_routing(ctx: Ctx) -> None:
-    try:
-        from bench.routing import run_routing_bench  # type: ignore[import-not-found,unused-ignore]
-    except ImportError as exc:
-        ctx.notes.append(f"routing: not measured ({exc})")
-        return
-    run: Callable[..., Any] = run_routing_bench
     with tempfile.TemporaryDirectory(prefix="odr-bench-routing-") as tmp:
-        got = run(
+        got = run_routing_bench(
             postgres_url=ctx.postgres_url,
             sqlite_file=Path(tmp) / "routing.db",
             decisions=ctx.settings.routing_decisions,

@@ -50,6 +50,7 @@ from sqlalchemy import bindparam, create_engine, text
 from sqlalchemy.engine import Engine
 
 from bench.common import StatisticsKeeper
+from bench.report import percentile
 from odr_cli.stack import SERVICES, Ports, Stack
 from odr_shared.events import CASES_TOPIC, MEDIATION_TOPIC, NOTIFICATIONS_TOPIC, ORDERS_TOPIC
 from odr_shared.testing import BrokerLink, free_port, sample_order, standard_webhook_headers
@@ -72,16 +73,6 @@ SECRET_ENV = "ODR_SOAK_WEBHOOK_SECRET"
 MAX_ATTEMPTS = 8
 PAGE = os.sysconf("SC_PAGE_SIZE")
 TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def percentile(values: list[float], p: float) -> float:
-    """Linear-interpolated percentile (p in 0..100); NaN for no values."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * p / 100
-    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
 def _r(value: float, digits: int = 1) -> float | None:
