@@ -30,6 +30,7 @@ from odr_shared.db import utcnow
 from odr_shared.events import CaseEventV1, CloudEvent, Contact, MediationEventV1
 from odr_shared.logs import EMAIL_RE, mask_email, mask_phone
 from odr_shared.phone import InvalidPhone, normalize_phone
+from odr_shared.privacy import subject_for_phone
 from odr_shared.problems import Problem
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,18 @@ class Notifier:
     public_base_url: str = "http://127.0.0.1:8004"
     # When a delivery is recorded and first due: the dispatcher's clock, so both agree.
     clock: Callable[[], datetime] = utcnow
+    # The key of data subject ids (odr_shared.privacy.subject_key_material), the same in every
+    # service: a v1 (clear) event's recipient is named by `subject_for_phone` with it.
+    subject_key: bytes = b""
+
+    def subject_of(self, contact: Contact | None) -> str | None:
+        """The data subject a contact belongs to: a keyed hash of its phone, if it has one."""
+        if contact is None or not contact.phone or not self.subject_key:
+            return None
+        try:
+            return subject_for_phone(contact.phone, self.subject_key)
+        except InvalidPhone:
+            return None
 
 
 class InvalidAddress(ValueError):
@@ -85,25 +98,46 @@ def mask_contacts(text: str) -> str:
 # -- the case-contact projection ------------------------------------------------------------
 
 
-def remember_case(session: Session, cipher: DataCipher, event: CaseEventV1) -> None:
+def _consumer_of(cipher: DataCipher, row: CaseContact) -> Contact:
+    # None: the consumer was erased (notifications.privacy); the case is still known.
+    if row.consumer_enc is None:
+        return Contact()
+    return Contact.model_validate_json(cipher.decrypt(row.consumer_enc))
+
+
+def remember_case(
+    session: Session, cipher: DataCipher, event: CaseEventV1, subject_id: str | None
+) -> str | None:
+    """Keep the case's consumer contact current; returns the consumer's subject id.
+
+    An event without the consumer's contact (a sealed event whose key was destroyed, or one
+    that names nobody) leaves the contact known so far as it is.
+    """
     row = session.get(CaseContact, event.case_id)
-    consumer = event.consumer
-    if row is not None and not (consumer.phone or consumer.email):
-        consumer = Contact.model_validate_json(cipher.decrypt(row.consumer_enc))
+    consumer: Contact | None = event.consumer
+    if row is not None and not (event.consumer.phone or event.consumer.email):
+        consumer = None
+        # Nor its subject: an erased consumer's case stays without one.
+        subject_id = row.subject_id
     values = {
         "reference": event.reference,
         "order_id": event.order_id,
         "order_code": event.order_code,
         "platform_id": event.platform_id,
-        "consumer_enc": cipher.encrypt(consumer.model_dump_json()),
+        "subject_id": subject_id,
         "updated_at": utcnow(),
     }
+    if consumer is not None:
+        values["consumer_enc"] = cipher.encrypt(consumer.model_dump_json())
+    elif row is None:
+        values["consumer_enc"] = None
     if row is None:
         session.add(CaseContact(case_id=event.case_id, **values))
     else:
         for key, value in values.items():
             setattr(row, key, value)
     session.flush()
+    return subject_id
 
 
 def known_case(session: Session, cipher: DataCipher, case_id: str) -> CaseContext | None:
@@ -116,7 +150,8 @@ def known_case(session: Session, cipher: DataCipher, case_id: str) -> CaseContex
         order_id=row.order_id,
         order_code=row.order_code,
         platform_id=row.platform_id,
-        consumer=Contact.model_validate_json(cipher.decrypt(row.consumer_enc)),
+        consumer=_consumer_of(cipher, row),
+        subject_id=row.subject_id,
     )
 
 
@@ -132,8 +167,10 @@ def record_event(session: Session, notifier: Notifier, event: CloudEvent[BaseMod
     payload = event.data
     ctx: CaseContext | None = None
     if isinstance(payload, CaseEventV1):
-        remember_case(session, notifier.cipher, payload)
-        ctx = case_context(payload)
+        # A sealed (v2) event names its subject; a clear (v1) one is named by the phone.
+        subject_id = payload.subject_id or notifier.subject_of(payload.consumer)
+        subject_id = remember_case(session, notifier.cipher, payload, subject_id)
+        ctx = case_context(payload, subject_id)
     elif isinstance(payload, MediationEventV1):
         ctx = known_case(session, notifier.cipher, payload.case_id)
     source_topic = SOURCE_TOPICS.get(type(payload), "unknown")
@@ -142,6 +179,12 @@ def record_event(session: Session, notifier: Notifier, event: CloudEvent[BaseMod
         if record_planned(session, notifier, event.id, event.type, source_topic, planned):
             created += 1
     return created
+
+
+def subject_of_planned(notifier: Notifier, planned: PlannedMessage) -> str | None:
+    """Whose data a delivery is: the subject the planner knew (the event's or the case's), else
+    the recipient's phone's. A neutral is never given the buyer's subject (see planner)."""
+    return planned.subject_id or notifier.subject_of(planned.recipient)
 
 
 def _contact_for(planned: PlannedMessage) -> str:
@@ -175,10 +218,11 @@ def record_planned(
     ).first()
     if exists:
         return False
+    subject_id = subject_of_planned(notifier, planned)
     language = planned.language
     params = dict(planned.params)
     if planned.category == "order_status" and error is None:
-        token = unsubscribe_token(session, recipient_hash)
+        token = unsubscribe_token(session, recipient_hash, subject_id)
         params["unsubscribe_url"] = f"{notifier.public_base_url.rstrip('/')}/u/{token}"
     rendered = notifier.renderer.render(planned.template, language, planned.channel, params)
     shown = notifier.renderer.render(planned.template, language, planned.channel, redacted(params))
@@ -194,12 +238,13 @@ def record_planned(
             recipient_hash=recipient_hash,
             recipient_enc=cipher.encrypt(address),
             recipient_masked=mask_address(address),
+            subject_id=subject_id,
             template=planned.template,
             language=language,
             category=planned.category,
             urgent=planned.urgent,
             content_enc=cipher.encrypt(_content_json(rendered)),
-            body=mask_contacts(_display(shown)),
+            body_enc=cipher.encrypt(mask_contacts(_display(shown))),
             status=status,
             attempts=0,
             last_error=error,
@@ -247,17 +292,26 @@ def _display(message: RenderedMessage) -> str:
 # -- preferences ----------------------------------------------------------------------------
 
 
-def unsubscribe_token(session: Session, recipient_hash: str) -> str:
-    """The recipient's one opt-out token, made on first use (short enough for an SMS)."""
+def unsubscribe_token(session: Session, recipient_hash: str, subject_id: str | None = None) -> str:
+    """The recipient's one opt-out token, made on first use (short enough for an SMS); each
+    message that carries it renews it (retention counts from the last one)."""
+    now = utcnow()
     link = session.execute(
         select(UnsubscribeLink).where(UnsubscribeLink.recipient_hash == recipient_hash)
     ).scalar_one_or_none()
     if link is None:
         link = UnsubscribeLink(
-            token=secrets.token_urlsafe(9), recipient_hash=recipient_hash, created_at=utcnow()
+            token=secrets.token_urlsafe(9),
+            recipient_hash=recipient_hash,
+            subject_id=subject_id,
+            created_at=now,
+            last_used_at=now,
         )
         session.add(link)
-        session.flush()
+    else:
+        link.last_used_at = now
+        link.subject_id = link.subject_id or subject_id
+    session.flush()
     return link.token
 
 
@@ -266,7 +320,7 @@ def unsubscribe(session: Session, token: str, *, opt_out: bool = True) -> bool:
     link = session.get(UnsubscribeLink, token)
     if link is None:
         return False
-    _set_opt_out(session, link.recipient_hash, opt_out)
+    _set_opt_out(session, link.recipient_hash, opt_out, link.subject_id)
     return True
 
 
@@ -274,11 +328,14 @@ def unsubscribe_link_exists(session: Session, token: str) -> bool:
     return session.get(UnsubscribeLink, token) is not None
 
 
-def _set_opt_out(session: Session, recipient_hash: str, opt_out: bool) -> RecipientPreference:
+def _set_opt_out(
+    session: Session, recipient_hash: str, opt_out: bool, subject_id: str | None = None
+) -> RecipientPreference:
     pref = session.get(RecipientPreference, recipient_hash)
     if pref is None:
         pref = RecipientPreference(recipient_hash=recipient_hash, updated_at=utcnow())
         session.add(pref)
+    pref.subject_id = pref.subject_id or subject_id
     pref.order_status_opt_out = opt_out
     pref.updated_at = utcnow()
     return pref
@@ -290,7 +347,12 @@ def opted_out_of_order_status(session: Session, recipient_hash: str) -> bool:
 
 
 def set_order_status_preference(
-    session: Session, cipher: DataCipher, contact: str, *, opt_out: bool
+    session: Session,
+    cipher: DataCipher,
+    contact: str,
+    *,
+    opt_out: bool,
+    subject_key: bytes = b"",
 ) -> dict[str, Any]:
     """Order-status messages can be turned off; case messages (deadlines...) cannot."""
     try:
@@ -302,7 +364,10 @@ def set_order_status_preference(
             "contact is neither a phone number nor an email address",
             errors=[{"field": "contact", "reason": str(exc)}],
         ) from exc
-    pref = _set_opt_out(session, cipher.lookup_hash(address), opt_out)
+    subject_id = None
+    if subject_key and "@" not in address:
+        subject_id = subject_for_phone(address, subject_key)
+    pref = _set_opt_out(session, cipher.lookup_hash(address), opt_out, subject_id)
     return preference_view(address, pref)
 
 
@@ -371,13 +436,18 @@ def list_deliveries(
 
 
 def delivery_view(d: Delivery, cipher: DataCipher, *, reveal: bool) -> dict[str, Any]:
+    """A delivery as the API shows it. An erased recipient shows as "" and a body erased or past
+    its retention as ""; the delivery's facts stay."""
+    recipient = d.recipient_masked
+    if reveal and d.recipient_enc is not None:
+        recipient = cipher.decrypt(d.recipient_enc)
     return {
         "id": d.id,
         "channel": d.channel,
-        "recipient": cipher.decrypt(d.recipient_enc) if reveal else d.recipient_masked,
+        "recipient": recipient,
         "template": d.template,
         "language": d.language,
-        "body": d.body,
+        "body": cipher.decrypt(d.body_enc) if d.body_enc is not None else "",
         "status": d.status,
         "attempts": d.attempts,
         "event_id": d.event_id,

@@ -185,6 +185,10 @@ class Dispatcher(Stoppable):
                 .with_for_update(skip_locked=True)
             )
             for d in list(session.execute(due).scalars()):
+                if d.recipient_enc is None or d.content_enc is None:
+                    # Erased meanwhile (notifications.privacy cancels what it erases): never sent.
+                    d.status, d.next_attempt_at = "cancelled", None
+                    continue
                 if not d.urgent:
                     hold = self.quiet_hours.release_at(now) or self._rate_release(session, d, now)
                     if hold is not None:
@@ -301,7 +305,12 @@ class Dispatcher(Stoppable):
             )
 
     def dead_letter_failed(self) -> int:
-        """Publish each failed delivery once to its source topic's dead-letter topic."""
+        """Publish each failed delivery once to its source topic's dead-letter topic.
+
+        The report names the delivery, never its recipient (not even masked): it travels on
+        Kafka, where nothing personal goes in clear and an erasure could not reach it; the
+        operator finds the recipient through `GET /v1/deliveries` while the row still holds it.
+        """
         with self.sessions() as session:
             failed = list(
                 session.execute(
@@ -321,7 +330,6 @@ class Dispatcher(Stoppable):
                 "event_id": d.event_id,
                 "event_type": d.event_type,
                 "channel": d.channel,
-                "recipient": d.recipient_masked,
                 "template": d.template,
                 "language": d.language,
                 "case_id": d.case_id,

@@ -1,7 +1,9 @@
 """Notifications tables: deliveries, the case-contact projection, preferences, outbox, inbox.
 
 Contact data (phone numbers, email addresses) and message bodies are encrypted at rest; a keyed
-lookup hash stands in for the address wherever it must be matched or unique.
+lookup hash stands in for the address wherever it must be matched or unique. Each row holding a
+person's data names its data subject (`subject_id`, odr_shared.privacy), so an erasure or an
+access request finds it (notifications.privacy).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from odr_shared.db import TYPE_ANNOTATION_MAP, new_metadata
 from odr_shared.inbox import inbox_table
 from odr_shared.outbox import outbox_table
+from odr_shared.privacy import subject_keys_table
 
 
 class Base(DeclarativeBase):
@@ -23,6 +26,9 @@ class Base(DeclarativeBase):
 
 outbox_table(Base.metadata)
 inbox_table(Base.metadata)
+# The keys of what notifications would seal itself (its own events carry no personal data today),
+# served to other services by the subject-keys endpoint and destroyed on erasure.
+subject_keys_table(Base.metadata)
 
 
 class Delivery(Base):
@@ -44,17 +50,23 @@ class Delivery(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     channel: Mapped[str] = mapped_column(String(10))
     recipient_hash: Mapped[str] = mapped_column(String(64), index=True)
-    recipient_enc: Mapped[str] = mapped_column(Text)
+    # None once erased (notifications.privacy) or past retention.
+    recipient_enc: Mapped[str | None] = mapped_column(Text, nullable=True)
     recipient_masked: Mapped[str] = mapped_column(String(100))
+    # The recipient as a data subject (odr_shared.privacy.subject_for_phone); None when unknown
+    # (an email-only neutral) and once erased.
+    subject_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     template: Mapped[str] = mapped_column(String(100))
     language: Mapped[str] = mapped_column(String(10))
     category: Mapped[str] = mapped_column(String(20))  # order_status | case | otp | command
     urgent: Mapped[bool] = mapped_column(Boolean, default=False)
     # What was sent (SMS text or subject + text + HTML), encrypted: it may hold a one-time code.
-    content_enc: Mapped[str] = mapped_column(Text)
-    # The same body with secrets redacted and contacts masked, for the admin API.
-    body: Mapped[str] = mapped_column(Text)
-    # pending | sending | sent | failed | suppressed (opted out)
+    # None once erased or past the bodies' retention (RETENTION_DELIVERY_BODIES_DAYS).
+    content_enc: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The same body with secrets redacted and contacts masked, for the admin API: encrypted too,
+    # as it still holds names and free text (reasons, terms). Decrypted on read.
+    body_enc: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # pending | sending | sent | failed | suppressed (opted out) | cancelled (recipient erased)
     status: Mapped[str] = mapped_column(String(20), index=True)
     attempts: Mapped[int] = mapped_column(default=0)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
@@ -65,12 +77,14 @@ class Delivery(Base):
     case_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     order_id: Mapped[str | None] = mapped_column(String(200), nullable=True, index=True)
     platform_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
-    created_at: Mapped[datetime]
+    created_at: Mapped[datetime] = mapped_column(index=True)
     # pending: not before this; sending: the claim's lease ends then (a crashed sender's
     # delivery is picked up again).
     next_attempt_at: Mapped[datetime | None] = mapped_column(nullable=True)
     sent_at: Mapped[datetime | None] = mapped_column(nullable=True, index=True)
     dead_lettered_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    # When the recipient's data was erased: the row keeps its facts for statistics only.
+    erased_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
 class CaseContact(Base):
@@ -83,7 +97,10 @@ class CaseContact(Base):
     order_id: Mapped[str] = mapped_column(String(200))
     order_code: Mapped[str] = mapped_column(String(100))
     platform_id: Mapped[str] = mapped_column(String(64))
-    consumer_enc: Mapped[str] = mapped_column(Text)
+    # None once the consumer was erased: the case stays known (mediation events for it still
+    # reach the neutral), its consumer no longer.
+    consumer_enc: Mapped[str | None] = mapped_column(Text, nullable=True)
+    subject_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     updated_at: Mapped[datetime]
 
 
@@ -94,6 +111,7 @@ class RecipientPreference(Base):
 
     recipient_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     order_status_opt_out: Mapped[bool] = mapped_column(Boolean, default=False)
+    subject_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     updated_at: Mapped[datetime]
 
 
@@ -104,4 +122,7 @@ class UnsubscribeLink(Base):
 
     token: Mapped[str] = mapped_column(String(32), primary_key=True)
     recipient_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    subject_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     created_at: Mapped[datetime]
+    # Each message that carries the link renews it; retention counts from the last one.
+    last_used_at: Mapped[datetime] = mapped_column(index=True)

@@ -61,6 +61,8 @@ class CaseContext:
     order_code: str
     platform_id: str
     consumer: Contact
+    # The consumer as a data subject (odr_shared.privacy), if known.
+    subject_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,9 @@ class PlannedMessage:
     case_id: str | None = None
     order_id: str | None = None
     platform_id: str | None = None
+    # Whose personal data the message is, when the event or the case says so; otherwise the
+    # recipient's phone names them (notifications.deliveries.subject_of_planned).
+    subject_id: str | None = None
 
     @property
     def language(self) -> str:
@@ -116,12 +121,13 @@ def _to_consumer(ctx: CaseContext, template: str, params: dict[str, Any]) -> lis
             case_id=ctx.case_id,
             order_id=ctx.order_id,
             platform_id=ctx.platform_id,
+            subject_id=ctx.subject_id,
         )
         for channel in _contact_channels(ctx.consumer)
     ]
 
 
-def case_context(event: CaseEventV1) -> CaseContext:
+def case_context(event: CaseEventV1, subject_id: str | None = None) -> CaseContext:
     return CaseContext(
         case_id=event.case_id,
         reference=event.reference,
@@ -129,6 +135,7 @@ def case_context(event: CaseEventV1) -> CaseContext:
         order_code=event.order_code,
         platform_id=event.platform_id,
         consumer=event.consumer,
+        subject_id=subject_id or event.subject_id,
     )
 
 
@@ -151,11 +158,14 @@ def plan_order_event(event: OrderStatusChangedV1) -> list[PlannedMessage]:
             },
             order_id=event.order_id,
             platform_id=event.platform_id,
+            subject_id=event.subject_id,
         )
     ]
 
 
-def plan_case_event(event_type: str, event: CaseEventV1) -> list[PlannedMessage]:
+def plan_case_event(
+    event_type: str, event: CaseEventV1, ctx_subject: str | None = None
+) -> list[PlannedMessage]:
     template = CONSUMER_CASE_TEMPLATES.get(event_type)
     if template is None:
         return []
@@ -177,7 +187,7 @@ def plan_case_event(event_type: str, event: CaseEventV1) -> list[PlannedMessage]
             decision_amount=decision.get("amount"),
             reasons=decision.get("reasons"),
         )
-    return _to_consumer(case_context(event), template, params)
+    return _to_consumer(case_context(event, ctx_subject), template, params)
 
 
 def plan_mediation_event(
@@ -208,6 +218,8 @@ def plan_mediation_event(
             )
         planned += _to_consumer(ctx, consumer_template, params)
     contact = event.neutral_contact
+    # A mediation event is sealed under the buyer's key, so its `subject_id` is the buyer's: the
+    # neutral's message is theirs, named by their own phone (subject_id left None here).
     if neutral_template and contact is not None and contact.email:
         planned.append(
             PlannedMessage(
@@ -241,6 +253,7 @@ def plan_command(command: NotificationCommandV1) -> list[PlannedMessage]:
             params=dict(command.params),
             case_id=command.case_id,
             order_id=command.order_id,
+            subject_id=command.subject_id,
         )
     ]
 
@@ -250,7 +263,7 @@ def plan(event_type: str, payload: BaseModel, ctx: CaseContext | None) -> list[P
     if isinstance(payload, OrderStatusChangedV1):
         return plan_order_event(payload)
     if isinstance(payload, CaseEventV1):
-        return plan_case_event(event_type, payload)
+        return plan_case_event(event_type, payload, ctx.subject_id if ctx else None)
     if isinstance(payload, MediationEventV1):
         return plan_mediation_event(event_type, payload, ctx)
     if isinstance(payload, NotificationCommandV1):
