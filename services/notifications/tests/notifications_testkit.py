@@ -329,13 +329,16 @@ class Harness:
         self.engine = make_engine(settings.database_url)
         self.sessions = make_session_factory(self.engine)
         self.producer = make_producer(settings.kafka_bootstrap_servers, "notifications-test")
+        self.store = bootstrap.key_store(settings)
+        self.opener = bootstrap.opener(settings, self.store, self.sessions)
         self.consumer = EventConsumer(
             settings=settings,
             group_id=GROUP_ID,
-            handlers=handlers(bootstrap.notifier(settings, clock=clock)),
+            handlers=handlers(bootstrap.notifier(settings, clock=clock), self.store, self.opener),
             topics=TOPICS,
             session_factory=self.sessions,
             producer=self.producer,
+            opener=self.opener,
         )
         self.dispatcher = bootstrap.dispatcher(settings, self.sessions, self.producer, clock=clock)
         self.cipher = bootstrap.cipher(settings)
@@ -373,6 +376,8 @@ class Harness:
             return list(session.execute(select(Delivery).order_by(Delivery.id)).scalars())
 
     def close(self) -> None:
+        if self.opener.client is not None:
+            self.opener.client.close()
         self.dispatcher.close()
         self.producer.close()
         self.engine.dispose()

@@ -1,4 +1,5 @@
-"""Notifications HTTP routes: deliveries (admin; masked for others) and preferences."""
+"""Notifications HTTP routes: deliveries (admin; masked for others), preferences, and the
+personal-data export for complaints (role `service`)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ from notifications.deliveries import (
     unsubscribe,
     unsubscribe_link_exists,
 )
+from notifications.privacy import SERVICE, export_subject
 from notifications.rendering import render_page
-from odr_shared.auth import AdminParty, CurrentParty
+from odr_shared.auth import AdminParty, CurrentParty, ServiceParty
+from odr_shared.db import READ_ONLY, utcnow
 
 router = APIRouter()
 
@@ -27,8 +30,10 @@ class DeliveryOut(BaseModel):
     recipient: str = Field(description="in clear for admins, masked for everyone else")
     template: str
     language: str
-    body: str = Field(description="what was sent, one-time codes redacted")
-    status: str = Field(description="pending | sending | sent | failed | suppressed")
+    body: str = Field(
+        description="what was sent, one-time codes redacted; empty once erased or past retention"
+    )
+    status: str = Field(description="pending | sending | sent | failed | suppressed | cancelled")
     attempts: int
     event_id: str
     case_id: str | None
@@ -58,7 +63,8 @@ def get_deliveries(
     recipient: str | None = Query(None, max_length=254),
     case_id: str | None = Query(None, max_length=64),
     channel: Literal["sms", "email"] | None = None,
-    status: Literal["pending", "sending", "sent", "failed", "suppressed"] | None = None,
+    status: Literal["pending", "sending", "sent", "failed", "suppressed", "cancelled"]
+    | None = None,
     limit: int = Query(200, ge=1, le=1000),
 ) -> list[dict[str, Any]]:
     with request.app.state.sessions() as session:
@@ -78,7 +84,11 @@ def get_deliveries(
 def post_preference(request: Request, _admin: AdminParty, body: PreferenceIn) -> dict[str, Any]:
     with request.app.state.sessions() as session, session.begin():
         return set_order_status_preference(
-            session, request.app.state.cipher, body.contact, opt_out=not body.order_status
+            session,
+            request.app.state.cipher,
+            body.contact,
+            opt_out=not body.order_status,
+            subject_key=request.app.state.subject_key,
         )
 
 
@@ -117,3 +127,38 @@ def unsubscribe_confirm(
         render_page("_unsubscribe.html.j2", state=state, action=f"/u/{token}"),
         status_code=200 if known else 404,
     )
+
+
+class ExportIn(BaseModel):
+    subject_id: str = Field(min_length=1, max_length=64)
+    order_ids: list[str] = Field(default_factory=list, max_length=10_000)
+    case_ids: list[str] = Field(default_factory=list, max_length=10_000)
+
+
+class ExportOut(BaseModel):
+    service: str
+    subject_id: str
+    generated_at: str
+    records: dict[str, list[dict[str, Any]]] = Field(
+        description="deliveries, case_contacts, preferences, unsubscribe_links"
+    )
+
+
+@router.post("/internal/v1/privacy/export", tags=["internal"], response_model=ExportOut)
+def privacy_export(request: Request, _caller: ServiceParty, body: ExportIn) -> dict[str, Any]:
+    """Everything notifications holds about one data subject, decrypted (an access request)."""
+    with request.app.state.sessions() as session:
+        session.connection(execution_options={READ_ONLY: True})
+        records = export_subject(
+            session,
+            request.app.state.cipher,
+            body.subject_id,
+            order_ids=body.order_ids,
+            case_ids=body.case_ids,
+        )
+    return {
+        "service": SERVICE,
+        "subject_id": body.subject_id,
+        "generated_at": utcnow().isoformat(),
+        "records": records,
+    }

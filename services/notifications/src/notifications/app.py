@@ -9,6 +9,8 @@ from notifications.api import router
 from notifications.settings import NotificationsSettings, get_settings
 from odr_shared.db import API_CHECKPOINT_PAGES, make_engine, make_session_factory
 from odr_shared.logs import configure_logging
+from odr_shared.privacy import subject_keys_router
+from odr_shared.privacy.keys import subject_key_material
 from odr_shared.web import create_service_app
 
 
@@ -30,5 +32,9 @@ def create_app(settings: NotificationsSettings | None = None) -> FastAPI:
     )
     app.state.sessions = make_session_factory(engine)
     app.state.cipher = bootstrap.cipher(settings)
+    app.state.subject_key = subject_key_material(settings)
+    store = bootstrap.key_store(settings)
     app.include_router(router)
+    # The keys of what notifications seals, for the other services (role `service`).
+    app.include_router(subject_keys_router(store, app.state.sessions))
     return app

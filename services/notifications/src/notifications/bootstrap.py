@@ -18,6 +18,10 @@ from notifications.rendering import Renderer
 from notifications.settings import NotificationsSettings
 from odr_shared.crypto import DataCipher
 from odr_shared.db import utcnow
+from odr_shared.privacy import KeyStore, Opener
+from odr_shared.privacy.keys import subject_key_material
+
+SERVICE = "notifications"
 
 
 def cipher(settings: NotificationsSettings) -> DataCipher:
@@ -35,6 +39,21 @@ def notifier(settings: NotificationsSettings, clock: Clock = utcnow) -> Notifier
         ),
         public_base_url=settings.public_base_url,
         clock=clock,
+        subject_key=subject_key_material(settings),
+    )
+
+
+def key_store(settings: NotificationsSettings) -> KeyStore:
+    return KeyStore.from_settings(settings)
+
+
+def opener(
+    settings: NotificationsSettings, store: KeyStore, session_factory: sessionmaker[Session]
+) -> Opener:
+    """Opens sealed events of orders, cases, mediation and commands with their owners' keys
+    (`SERVICE_URLS`); notifications' own from its store."""
+    return Opener.from_settings(
+        settings, service=SERVICE, store=store, session_factory=session_factory
     )
 
 

@@ -41,7 +41,7 @@ def test_two_workers_record_each_message_once_through_a_join_and_a_crash(
             settings=settings,
             group_id=GROUP_ID,
             topics=TOPICS,  # the worker's subscription
-            handlers=lambda: handlers(bootstrap.notifier(settings)),
+            handlers=lambda: handlers(bootstrap.notifier(settings), bootstrap.key_store(settings)),
             session_factory=sessions,
             next_event=openings_and_codes,
             leave="crash",
