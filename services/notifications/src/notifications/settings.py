@@ -10,6 +10,10 @@ from pydantic_settings import SettingsConfigDict
 from odr_shared.settings import ServiceSettings
 
 
+def _retention(kind: str) -> AliasChoices:
+    return AliasChoices(f"NOTIFICATIONS_RETENTION_{kind}_DAYS", f"RETENTION_{kind}_DAYS")
+
+
 class NotificationsSettings(ServiceSettings):
     model_config = SettingsConfigDict(
         env_prefix="NOTIFICATIONS_", extra="ignore", populate_by_name=True
@@ -58,6 +62,22 @@ class NotificationsSettings(ServiceSettings):
     quiet_hours_start: str = "21:00"  # equal start and end turn quiet hours off
     quiet_hours_end: str = "07:00"
     timezone: str = "Asia/Ho_Chi_Minh"
+
+    # Retention (notifications.retention; docs/privacy.md). NOTIFICATIONS_RETENTION_<KIND>_DAYS
+    # or RETENTION_<KIND>_DAYS. Bodies go first (the text sent: names, free text, links) while
+    # the delivery's facts stay for support and statistics; finished deliveries go later.
+    retention_delivery_bodies_days: float = Field(
+        90, ge=0, validation_alias=_retention("DELIVERY_BODIES")
+    )
+    retention_deliveries_days: float = Field(365, ge=0, validation_alias=_retention("DELIVERIES"))
+    # An opt-out link no message has carried for this long (its preference stays).
+    retention_unsubscribe_links_days: float = Field(
+        365, ge=0, validation_alias=_retention("UNSUBSCRIBE_LINKS")
+    )
+    # A case's contact with no case event for this long (cases close well before).
+    retention_case_contacts_days: float = Field(
+        730, ge=0, validation_alias=_retention("CASE_CONTACTS")
+    )
 
     @model_validator(mode="after")
     def _production_channels(self) -> NotificationsSettings:

@@ -1,4 +1,5 @@
-"""Notifications worker: consumes the four topics into deliveries and runs the send loop."""
+"""Notifications worker: consumes the platform's topics into deliveries (and privacy.events into
+erasures), runs the send loop, and purges what is past retention."""
 
 from __future__ import annotations
 
@@ -6,18 +7,25 @@ from dataclasses import dataclass
 
 from kafka import KafkaProducer
 
-from notifications import bootstrap
+from notifications import bootstrap, retention
 from notifications.consumer import GROUP_ID, handlers
 from notifications.dispatcher import Clock, Dispatcher
 from notifications.settings import NotificationsSettings, get_settings
 from odr_shared.db import make_engine, make_session_factory, utcnow
-from odr_shared.events import CASES_TOPIC, MEDIATION_TOPIC, NOTIFICATIONS_TOPIC, ORDERS_TOPIC
+from odr_shared.events import (
+    CASES_TOPIC,
+    MEDIATION_TOPIC,
+    NOTIFICATIONS_TOPIC,
+    ORDERS_TOPIC,
+    PRIVACY_TOPIC,
+)
 from odr_shared.kafka import EventConsumer, make_producer
 from odr_shared.logs import configure_logging
 from odr_shared.outbox import OutboxRelay
-from odr_shared.worker import run_worker
+from odr_shared.retention import Purger
+from odr_shared.worker import Stoppable, run_worker
 
-TOPICS = [NOTIFICATIONS_TOPIC, ORDERS_TOPIC, CASES_TOPIC, MEDIATION_TOPIC]
+TOPICS = [NOTIFICATIONS_TOPIC, ORDERS_TOPIC, CASES_TOPIC, MEDIATION_TOPIC, PRIVACY_TOPIC]
 
 
 @dataclass(frozen=True)
@@ -26,9 +34,29 @@ class WorkerParts:
     relay: OutboxRelay
     dispatcher: Dispatcher  # every due delivery, and dead letters
     urgent_dispatcher: Dispatcher  # one-time codes only, never stuck behind slow sends
+    purger: Purger  # retention (notifications.retention)
 
-    def all(self) -> list[EventConsumer | OutboxRelay | Dispatcher]:
-        return [self.consumer, self.relay, self.dispatcher, self.urgent_dispatcher]
+    def all(self) -> list[EventConsumer | OutboxRelay | Stoppable]:
+        return [
+            self.consumer,
+            self.relay,
+            self.dispatcher,
+            self.urgent_dispatcher,
+            _Loop(self.purger),
+        ]
+
+
+class _Loop(Stoppable):
+    """A part with `run` and `stop` as `run_worker` takes it (the Purger is no Stoppable)."""
+
+    def __init__(self, part: Purger) -> None:
+        self.part = part
+
+    def run(self) -> None:
+        self.part.run()
+
+    def stop(self) -> None:
+        self.part.stop()
 
 
 def build_parts(
@@ -41,13 +69,16 @@ def build_parts(
         max_overflow=settings.db_max_overflow,
     )
     sessions = make_session_factory(engine)
+    store = bootstrap.key_store(settings)
+    opener = bootstrap.opener(settings, store, sessions)
     consumer = EventConsumer(
         settings=settings,
         group_id=GROUP_ID,
-        handlers=handlers(bootstrap.notifier(settings)),
+        handlers=handlers(bootstrap.notifier(settings, clock=clock), store, opener),
         topics=TOPICS,
         session_factory=sessions,
         producer=producer,
+        opener=opener,
     )
     relay = OutboxRelay(
         engine, producer, poll_interval_s=settings.outbox_poll_interval_s, name="notifications"
@@ -59,6 +90,7 @@ def build_parts(
         urgent_dispatcher=bootstrap.dispatcher(
             settings, sessions, producer, clock=clock, urgent_only=True
         ),
+        purger=Purger.from_settings(engine, retention.rules(settings), settings),
     )
 
 
