@@ -137,7 +137,11 @@ def privacy_harness(
         sms_provider_url=sms_provider.url,
         smtp_port=mailbox.port,
         max_attempts=3,
-        service_urls=f"complaints={complaints_keys.url},notifications=http://127.0.0.1:9",
+        # One test server plays each owner: the opener asks the owner a sealed block names.
+        service_urls=",".join(
+            f"{owner}={complaints_keys.url}" for owner in ("gateway", "complaints", "mediation")
+        )
+        + ",notifications=http://127.0.0.1:9",
         privacy_key_cache_s=0,  # each event asks the owner: a destroyed key shows at once
     )
     h = Harness(settings, clock)
@@ -229,6 +233,54 @@ def test_a_sealed_case_event_reaches_sms_and_email_with_the_owners_key(
         assert contact.subject_id == subject_a
         assert contact.consumer_enc is not None
         assert "0912345678" in h.cipher.decrypt(contact.consumer_enc)
+
+
+def test_sealed_events_of_every_topic_open_with_their_owners_keys(
+    privacy_harness: Harness, complaints_keys: KeyOwner, sms_provider: SmsProvider
+) -> None:
+    h = privacy_harness
+    subject_a = subject(PHONE_A, h.settings)
+    subject_b = subject(PHONE_B, h.settings)
+    owners = {o: Sealer(complaints_keys.store, owner=o) for o in ("gateway", "mediation")}
+    order = order_event("0912345678", status_notifications=True)
+    opened = case_event("case.opened", consumer=CONSUMER_EN)
+    assigned = mediation_event("case.assigned", opened.data.case_id)
+    code = otp_command("0912345678", code="864209")
+    with complaints_keys.sessions() as session, session.begin():
+        sealed_order = owners["gateway"].seal(session, order, subject_a)
+        # Mediation seals a case's events under its buyer's key (here B's).
+        sealed_assigned = owners["mediation"].seal(session, assigned, subject_b)
+    sealed_code = complaints_keys.seal(code, subject_a)
+    assert b"864209" not in sealed_code.to_json_bytes()
+    assert NEUTRAL_EMAIL.encode() not in sealed_assigned.to_json_bytes()
+    h.deliver(sealed_order, ORDERS_TOPIC)
+    h.deliver(opened, CASES_TOPIC)  # clear (v1), as before
+    h.deliver(sealed_assigned, MEDIATION_TOPIC)
+    h.deliver(sealed_code, NOTIFICATIONS_TOPIC)
+    h.drain()
+
+    texts = sms_provider.texts_to(PHONE_A)
+    assert len(texts) == 2
+    assert any("864209" in t for t in texts)
+    assert any(order.data.order_code in t for t in texts)
+    sent = {(d.template, d.channel): d for d in h.deliveries()}
+    assert set(sent) == {
+        ("order_status", "sms"),
+        ("otp", "sms"),
+        ("case_opened", "sms"),
+        ("mediator_assigned", "sms"),
+        ("neutral_assigned", "email"),
+    }
+    assert {d.status for d in sent.values()} == {"sent"}
+    assert sent[("order_status", "sms")].subject_id == subject_a
+    assert sent[("otp", "sms")].subject_id == subject_a
+    assert sent[("mediator_assigned", "sms")].subject_id == subject_b
+    assert len(sms_provider.texts_to(PHONE_B)) == 2  # case opened, mediator assigned
+    # The neutral's message is the neutral's, not the buyer's whose key sealed the event.
+    assert sent[("neutral_assigned", "email")].subject_id is None
+    assert h.cipher.decrypt(sent[("neutral_assigned", "email")].recipient_enc or "") == (
+        NEUTRAL_EMAIL
+    )
 
 
 def test_a_sealed_event_whose_key_is_destroyed_tells_nobody(
