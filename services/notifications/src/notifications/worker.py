@@ -98,12 +98,20 @@ def main(settings: NotificationsSettings | None = None) -> None:
     settings = settings or get_settings()
     configure_logging("notifications-worker", settings.log_level, settings.log_format)
     producer = make_producer(settings.kafka_bootstrap_servers, "notifications-worker")
+    parts = build_parts(settings, producer)
+
+    def on_stop() -> None:
+        producer.close()
+        opener = parts.consumer.opener
+        if opener is not None and opener.client is not None:
+            opener.client.close()
+
     run_worker(
         "notifications-worker",
-        build_parts(settings, producer).all(),
+        parts.all(),
         bootstrap_servers=settings.kafka_bootstrap_servers,
         topics=TOPICS,
-        on_stop=producer.close,
+        on_stop=on_stop,
     )
 
 

@@ -450,6 +450,33 @@ def test_a_marketplace_redaction_erases_only_that_platforms_copies(
         assert session.execute(select(func.count()).select_from(UnsubscribeLink)).scalar_one()
 
 
+def test_a_preference_set_by_phone_is_the_subjects_and_goes_with_them(
+    privacy_harness: Harness,
+) -> None:
+    h = privacy_harness
+    subject_a = subject(PHONE_A, h.settings)
+    with TestClient(create_app(h.settings)) as client:
+        for contact, wanted in (("0912 345 678", True), (EMAIL_A, False)):
+            r = client.post(
+                "/v1/preferences",
+                json={"contact": contact, "order_status": wanted},
+                headers=token("admin"),
+            )
+            assert r.status_code == 200, r.text
+    with h.sessions() as session:
+        named = dict(
+            session.execute(
+                select(RecipientPreference.subject_id, RecipientPreference.order_status_opt_out)
+            ).all()
+        )
+    # An email alone names nobody; the phone names its subject.
+    assert named == {subject_a: False, None: True}
+    h.deliver(erasure_event(subject_a, case_ids=[], order_ids=[]), PRIVACY_TOPIC)
+    with h.sessions() as session:
+        left = session.execute(select(RecipientPreference.subject_id)).scalars().all()
+    assert left == [None]  # the phone's opt-in is gone; the email's opt-out, nobody's, stays
+
+
 # -- access ---------------------------------------------------------------------------------
 
 
