@@ -21,7 +21,7 @@ from cryptography.fernet import Fernet
 from pydantic import AliasChoices
 from pydantic.fields import FieldInfo
 
-from odr_shared.events import TOPICS, dead_letter_topic
+from odr_shared.events import PRIVACY_TOPIC, TOPICS, dead_letter_topic
 from odr_shared.settings import ServiceSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,6 +31,10 @@ KUBERNETES_VERSIONS = ("1.30", "1.37")
 # Custom resources: no built-in schema; their structure is checked by the tests below.
 CRD_GROUPS = ("kafka.strimzi.io", "postgresql.cnpg.io")
 RUN_AS_USER = 10001  # the UID of the images (deploy/docker/*.Dockerfile)
+# How long Kafka keeps messages (kafka/topics.yaml): main topics, and their dead-letter twins.
+DAY_MS = 24 * 3600 * 1000
+RETENTION_DAYS = 7
+DEAD_LETTER_RETENTION_DAYS = 14
 
 # service -> (python package, service directory)
 SERVICES = {
@@ -604,11 +608,17 @@ def test_kafka_topics_are_the_contract_topics_and_their_dead_letters(rendered, o
     (kafka,) = of_kind(docs, "Kafka")
     topics = {t["spec"]["topicName"]: t for t in of_kind(docs, "KafkaTopic")}
     assert set(topics) == set(TOPICS) | {dead_letter_topic(t) for t in TOPICS}
+    # Named here too, so a contract that lost it would not silently drop its topics.
+    assert {PRIVACY_TOPIC, dead_letter_topic(PRIVACY_TOPIC)} <= set(topics)
     for name, topic in topics.items():
         assert topic["metadata"]["labels"]["strimzi.io/cluster"] == kafka["metadata"]["name"]
         assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", topic["metadata"]["name"])
         expected_partitions = 3 if name.endswith(".dlq") else 12
         assert topic["spec"]["partitions"] == expected_partitions, name
+        # Nothing is kept forever: messages carry (sealed) personal data (docs/privacy.md).
+        expected_days = DEAD_LETTER_RETENTION_DAYS if name.endswith(".dlq") else RETENTION_DAYS
+        assert topic["spec"]["config"]["retention.ms"] == expected_days * DAY_MS, name
+        assert topic["spec"]["config"]["cleanup.policy"] == "delete", name
         if overlay == "production":
             assert topic["spec"]["replicas"] == 3, name
             assert topic["spec"]["config"]["min.insync.replicas"] == 2, name
