@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import kubernetes_validate
 import kubernetes_validate.utils
@@ -74,6 +75,7 @@ PRODUCTION_REQUIRED_FIELDS = {
     "portal_url",
     "dashboard_url",
     "secure_cookies",
+    "service_urls",
 }
 # Named by issue 7 for services whose branches add them; the manifests set them already, so they
 # must be set whether or not the Settings field exists yet.
@@ -548,6 +550,39 @@ def test_database_credentials_and_urls_match_the_postgres_cluster(rendered, over
             assert isinstance(url, str)
             assert url.startswith(f"postgresql+psycopg://{cluster['metadata']['name']}-rw:5432/")
             assert "@" not in url, "the password comes from PGPASSWORD, never the URL"
+
+
+def api_service(docs: list[Doc], service: str) -> Doc:
+    """The one Service in front of the service's API pods."""
+    pods = workload(docs, service, "api").pod_labels
+    (found,) = [
+        s for s in of_kind(docs, "Service") if selects({"matchLabels": s["spec"]["selector"]}, pods)
+    ]
+    return found
+
+
+def test_service_urls_name_each_api_service_and_its_port(rendered, overlay):
+    # Services call each other (subject keys, data exports) at SERVICE_URLS: each entry must be
+    # the in-cluster Service of that service's API, on the Service's http port.
+    docs = rendered[overlay]
+    value = named(docs, "ConfigMap", "odr-platform")["data"]["SERVICE_URLS"]
+    urls = dict(part.strip().split("=", 1) for part in value.split(","))
+    assert set(urls) == set(SERVICES), value
+    settings = ServiceSettings(service_urls=value, environment="development")
+    for service, url in urls.items():
+        parts = urlsplit(url)
+        assert parts.scheme == "http", url
+        assert parts.path in ("", "/") and not parts.query, url
+        target = api_service(docs, service)
+        assert parts.hostname == target["metadata"]["name"], f"{service}: {url}"
+        (http,) = [p for p in target["spec"]["ports"] if p["name"] == "http"]
+        assert (parts.port or 80) == http["port"], f"{service}: {url}"
+        # The Settings read it alike (odr_shared.settings.ServiceSettings.service_url).
+        assert settings.service_url(service) == url.rstrip("/")
+    for w in workloads(docs):
+        if w.component != "migration":
+            (container,) = w.pod["containers"]
+            assert container_env(docs, container).get("SERVICE_URLS") == value, w.name
 
 
 def test_kafka_bootstrap_is_the_strimzi_plain_listener(rendered, overlay):
