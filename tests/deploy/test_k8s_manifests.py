@@ -53,7 +53,10 @@ EXTERNAL_SECRETS: dict[str, set[str]] = {
     "odr-tls": {"tls.crt", "tls.key"},
     "odr-notifications-providers": {"smtp-username", "smtp-password", "sms-api-key"},
     **{f"odr-{s}-db": {"username", "password"} for s in SERVICES},
-    **{f"odr-{s}-encryption": {"data-encryption-key"} for s in SERVICES},
+    # Each service's own key material: data at rest, and the master key of its subject keys.
+    **{f"odr-{s}-encryption": {"data-encryption-key", "privacy-master-key"} for s in SERVICES},
+    # One key for all four services: it names a data subject alike everywhere.
+    "odr-privacy": {"subject-key"},
 }
 
 # Settings that must be set in production even though they have a development default (a field
@@ -76,6 +79,7 @@ PRODUCTION_REQUIRED_FIELDS = {
     "dashboard_url",
     "secure_cookies",
     "service_urls",
+    "privacy_subject_key",
 }
 # Named by issue 7 for services whose branches add them; the manifests set them already, so they
 # must be set whether or not the Settings field exists yet.
@@ -529,6 +533,32 @@ def test_each_service_accepts_its_environment_in_production(rendered, overlay, m
             assert database_url.startswith("postgresql+psycopg://"), w.name
             assert f"/{w.service}?" in database_url, f"{w.name} must use its own database"
             monkeypatch.undo()
+
+
+PRIVACY_KEYS = ("PRIVACY_MASTER_KEY", "PRIVACY_MASTER_KEY_FILE", "PRIVACY_SUBJECT_KEY")
+
+
+def test_every_service_container_gets_its_privacy_keys_from_secrets(rendered, overlay):
+    # Production refuses to start without them (odr_shared.settings); they must never be
+    # literal values in a manifest or a ConfigMap.
+    docs = rendered[overlay]
+    for config_map in of_kind(docs, "ConfigMap"):
+        leaked = set(config_map.get("data", {})) & set(PRIVACY_KEYS)
+        assert not leaked, f"ConfigMap {config_map['metadata']['name']} holds {leaked}"
+    masters = set()
+    for service in SERVICES:
+        for component in COMPONENTS:
+            w = workload(docs, service, component)
+            for container in w.containers:
+                env = container_env(docs, container)
+                master = env.get("PRIVACY_MASTER_KEY")
+                assert isinstance(master, SecretValue), f"{w.name}: PRIVACY_MASTER_KEY {master!r}"
+                # Each service wraps its subjects' keys with its own master key.
+                assert master == SecretValue(f"odr-{service}-encryption", "privacy-master-key")
+                masters.add(master)
+                subject = env.get("PRIVACY_SUBJECT_KEY")
+                assert subject == SecretValue("odr-privacy", "subject-key"), w.name
+    assert len(masters) == len(SERVICES), "one master key per service"
 
 
 def test_database_credentials_and_urls_match_the_postgres_cluster(rendered, overlay):
