@@ -834,8 +834,11 @@ def connects(policies: list[Doc], source: Peer, target: Peer, port: int) -> bool
     )
 
 
-def expected_paths() -> Iterator[tuple[Peer, Peer, int, bool]]:
-    """(source, target, port, allowed): what each service needs, and nothing more."""
+def expected_paths(http_ports: dict[str, int]) -> Iterator[tuple[Peer, Peer, int, bool]]:
+    """(source, target, port, allowed): what each service needs, and nothing more.
+
+    `http_ports`: service -> the container port its API Service forwards to.
+    """
     for service in SERVICES:
         api, worker, migration = (Peer.app(service, c) for c in COMPONENTS)
         for pod in (api, worker, migration):
@@ -850,23 +853,41 @@ def expected_paths() -> Iterator[tuple[Peer, Peer, int, bool]]:
         yield api, worker, 8081, False
         yield api, INTERNET, 443, False
         yield migration, INTERNET, 443, False
-        if service != "notifications":
-            yield api, Peer.app("notifications", "api"), 8080, False
         needs_https = service in ("gateway", "notifications")
         yield worker, INTERNET, 443, needs_https
         yield worker, INTERNET, 587, service == "notifications"
         yield worker, CLUSTER_ADDRESS, 443, False
-        other_api = Peer.app("complaints", "api")
-        yield api, other_api, 8080, service == "mediation"
-        yield worker, other_api, 8080, False
+        # Service-to-service calls (subject keys, data exports, the dashboard's case detail):
+        # api and worker pods of every service reach every API on its http port, nothing else.
+        for callee, port in http_ports.items():
+            callee_api = Peer.app(callee, "api")
+            yield api, callee_api, port, True
+            yield worker, callee_api, port, True
+            yield migration, callee_api, port, False
+            yield worker, callee_api, 8000, False
+            yield worker, Peer.app(callee, "worker"), 8081, False
+            yield worker, Peer.app(callee, "migration"), port, False
+        # Platform labels count only inside the namespace; other pods there are not the platform.
+        yield Peer.pod("default", **dict(worker.labels)), api, http_ports[service], False
+        yield KAFKA, api, http_ports[service], False
+
+
+def api_http_port(docs: list[Doc], service: str) -> int:
+    """The container port behind the API Service's http port (what NetworkPolicies see)."""
+    (port,) = [p for p in api_service(docs, service)["spec"]["ports"] if p["name"] == "http"]
+    (container,) = workload(docs, service, "api").pod["containers"]
+    (target,) = [p for p in container["ports"] if p["name"] == port["targetPort"]]
+    return int(target["containerPort"])
 
 
 def test_network_policies_allow_what_each_service_needs_and_nothing_else(rendered, overlay):
-    policies = of_kind(rendered[overlay], "NetworkPolicy")
+    docs = rendered[overlay]
+    policies = of_kind(docs, "NetworkPolicy")
+    http_ports = {s: api_http_port(docs, s) for s in SERVICES}
     wrong = [
         f"{dict(source.labels) or source.ip} -> {dict(target.labels) or target.ip}:{port} "
         f"should be {'allowed' if expected else 'denied'}"
-        for source, target, port, expected in expected_paths()
+        for source, target, port, expected in expected_paths(http_ports)
         if connects(policies, source, target, port) != expected
     ]
     assert not wrong, "\n".join(wrong)
