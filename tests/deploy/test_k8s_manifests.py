@@ -602,7 +602,8 @@ def test_service_urls_name_each_api_service_and_its_port(rendered, overlay):
     for service, url in urls.items():
         parts = urlsplit(url)
         assert parts.scheme == "http", url
-        assert parts.path in ("", "/") and not parts.query, url
+        assert parts.path in ("", "/"), url
+        assert not parts.query, url
         target = api_service(docs, service)
         assert parts.hostname == target["metadata"]["name"], f"{service}: {url}"
         (http,) = [p for p in target["spec"]["ports"] if p["name"] == "http"]
