@@ -545,7 +545,7 @@ def test_every_service_container_gets_its_privacy_keys_from_secrets(rendered, ov
     for config_map in of_kind(docs, "ConfigMap"):
         leaked = set(config_map.get("data", {})) & set(PRIVACY_KEYS)
         assert not leaked, f"ConfigMap {config_map['metadata']['name']} holds {leaked}"
-    masters = set()
+    masters: set[SecretValue] = set()
     for service in SERVICES:
         for component in COMPONENTS:
             w = workload(docs, service, component)
@@ -868,7 +868,8 @@ def expected_paths(http_ports: dict[str, int]) -> Iterator[tuple[Peer, Peer, int
             yield worker, callee_api, 8000, False
             yield worker, Peer.app(callee, "worker"), 8081, False
             yield worker, Peer.app(callee, "migration"), port, False
-        # Platform labels count only inside the namespace; other pods there are not the platform.
+        # Platform labels count only inside the namespace (a look-alike elsewhere is refused), and
+        # the namespace's other pods (Kafka's) are not the platform.
         yield Peer.pod("default", **dict(worker.labels)), api, http_ports[service], False
         yield KAFKA, api, http_ports[service], False
 
