@@ -8,6 +8,7 @@ import signal
 import threading
 from collections.abc import Callable, Sequence
 from types import FrameType
+from typing import Protocol
 
 from odr_shared.health import HealthServer
 from odr_shared.kafka import EventConsumer, broker_reachable, ensure_topics
@@ -18,7 +19,9 @@ log = logging.getLogger(__name__)
 _FALSE = {"0", "false", "no", "off"}
 
 
-class Stoppable:
+class Stoppable(Protocol):
+    """A worker part: `run` until `stop` (a relay, a consumer, a purge, a periodic job)."""
+
     def run(self) -> None: ...
     def stop(self) -> None: ...
 

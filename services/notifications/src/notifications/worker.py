@@ -42,21 +42,8 @@ class WorkerParts:
             self.relay,
             self.dispatcher,
             self.urgent_dispatcher,
-            _Loop(self.purger),
+            self.purger,
         ]
-
-
-class _Loop(Stoppable):
-    """A part with `run` and `stop` as `run_worker` takes it (the Purger is no Stoppable)."""
-
-    def __init__(self, part: Purger) -> None:
-        self.part = part
-
-    def run(self) -> None:
-        self.part.run()
-
-    def stop(self) -> None:
-        self.part.stop()
 
 
 def build_parts(
