@@ -202,7 +202,7 @@ def test_periods_come_from_settings_and_the_worker_runs_the_purge(db_url: str) -
     parts = build_parts(settings, NoProducer())  # type: ignore[arg-type]
     try:
         assert [rule.name for rule in parts.purger.rules] == list(periods)
-        assert parts.purger in [getattr(p, "part", None) for p in parts.all()]
+        assert parts.purger in parts.all()
     finally:
         if parts.consumer.opener is not None and parts.consumer.opener.client is not None:
             parts.consumer.opener.client.close()
