@@ -194,10 +194,13 @@ def resolve_redaction(
 
 def _orders_of(conn: Connection, platform_id: str, refs: Sequence[str]) -> dict[str, str | None]:
     """The gateway's orders (order id -> buyer's subject) named by a marketplace's references."""
-    if not refs:
-        return {}
-    candidates = {order_id(platform_id, ref) for ref in refs}
-    for chunk in _chunks(list(refs), 100):
+    found = _snapshot_subjects(conn, platform_id, {order_id(platform_id, ref) for ref in refs})
+    # A reference that is no order code: the marketplace's order id, which starts the keys of
+    # the events the gateway saw of that order (Shopify's `orders_to_redact`). Rare, and the
+    # prefix search reads the platform's event keys, so only for what the codes did not find.
+    ids = [ref for ref in refs if order_id(platform_id, ref) not in found]
+    candidates: set[str] = set()
+    for chunk in _chunks(ids, 100):
         candidates.update(
             conn.execute(
                 select(_EVENTS.c.order_id)
@@ -213,8 +216,13 @@ def _orders_of(conn: Connection, platform_id: str, refs: Sequence[str]) -> dict[
                 .distinct()
             ).scalars()
         )
+    found.update(_snapshot_subjects(conn, platform_id, candidates))
+    return found
+
+
+def _snapshot_subjects(conn: Connection, platform_id: str, oids: set[str]) -> dict[str, str | None]:
     found: dict[str, str | None] = {}
-    for chunk in _chunks(sorted(candidates), _CHUNK):
+    for chunk in _chunks(sorted(oids), _CHUNK):
         for row in conn.execute(
             select(_SNAPSHOTS.c.order_id, _SNAPSHOTS.c.subject_id).where(
                 _SNAPSHOTS.c.order_id.in_(chunk), _SNAPSHOTS.c.platform_id == platform_id
