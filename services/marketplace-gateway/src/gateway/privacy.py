@@ -251,17 +251,7 @@ def erase_subject(
             _scoped(select(_DELIVERIES.c.id).where(_DELIVERIES.c.subject_id == subject), platform)
         ).scalars()
     )
-    for chunk in _chunks(sorted(oids), _CHUNK):
-        delivery_ids.update(
-            session.execute(
-                select(_EVENTS.c.delivery_id).where(_EVENTS.c.order_id.in_(chunk))
-            ).scalars()
-        )
-        delivery_ids.update(
-            session.execute(
-                _scoped(select(_DELIVERIES.c.id).where(_DELIVERIES.c.order_id.in_(chunk)), platform)
-            ).scalars()
-        )
+    delivery_ids.update(_deliveries_carrying(session, oids))
     erased = 0
     for chunk in _chunks(sorted(delivery_ids), _CHUNK):
         rows = session.execute(
@@ -344,23 +334,30 @@ def _subject_orders(
     platform: str | None,
     cipher: DataCipher,
     subjects: Subjects,
-) -> set[str]:
-    """The subject's orders here: by subject, and the given ids whose buyer is the subject
-    (rows written before subjects were recorded are checked by decrypting their buyer)."""
-    oids = set(
-        session.execute(
+) -> dict[str, str]:
+    """The subject's orders here (order id -> platform): by subject, and the given ids whose
+    buyer is the subject (rows written before subjects were recorded are checked by decrypting
+    their buyer)."""
+    oids = {
+        row.order_id: row.platform_id
+        for row in session.execute(
             _scoped(
-                select(_SNAPSHOTS.c.order_id).where(_SNAPSHOTS.c.subject_id == subject),
+                select(_SNAPSHOTS.c.order_id, _SNAPSHOTS.c.platform_id).where(
+                    _SNAPSHOTS.c.subject_id == subject
+                ),
                 platform,
                 _SNAPSHOTS,
             )
-        ).scalars()
-    )
-    for chunk in _chunks(sorted(set(given) - oids), _CHUNK):
+        )
+    }
+    for chunk in _chunks(sorted(set(given) - set(oids)), _CHUNK):
         for row in session.execute(
             _scoped(
                 select(
-                    _SNAPSHOTS.c.order_id, _SNAPSHOTS.c.subject_id, _SNAPSHOTS.c.buyer_enc
+                    _SNAPSHOTS.c.order_id,
+                    _SNAPSHOTS.c.platform_id,
+                    _SNAPSHOTS.c.subject_id,
+                    _SNAPSHOTS.c.buyer_enc,
                 ).where(_SNAPSHOTS.c.order_id.in_(chunk)),
                 platform,
                 _SNAPSHOTS,
@@ -369,8 +366,28 @@ def _subject_orders(
             if row.subject_id is None and row.buyer_enc:
                 buyer = Buyer.model_validate_json(cipher.decrypt(row.buyer_enc))
                 if subjects.of_buyer(buyer) == subject:
-                    oids.add(row.order_id)
+                    oids[row.order_id] = row.platform_id
     return oids
+
+
+def _deliveries_carrying(session: Session, orders: dict[str, str]) -> set[int]:
+    """The inbound deliveries that carried one of these orders (order id -> platform), through
+    the marketplace events seen: a batch of several buyers' orders has no single subject.
+    Read per platform, along the events' primary key."""
+    by_platform: dict[str, list[str]] = {}
+    for oid, platform_id in orders.items():
+        by_platform.setdefault(platform_id, []).append(oid)
+    found: set[int] = set()
+    for platform_id, oids in by_platform.items():
+        for chunk in _chunks(sorted(oids), _CHUNK):
+            found.update(
+                session.execute(
+                    select(_EVENTS.c.delivery_id).where(
+                        _EVENTS.c.platform_id == platform_id, _EVENTS.c.order_id.in_(chunk)
+                    )
+                ).scalars()
+            )
+    return found
 
 
 def neutral_headers(headers: dict[str, str]) -> dict[str, str]:
@@ -486,13 +503,7 @@ def export_subject(
             select(InboundDelivery).where(InboundDelivery.subject_id == subject)
         ).scalars()
     }
-    shared: set[int] = set()
-    for chunk in _chunks(sorted(oids), _CHUNK):
-        shared.update(
-            session.execute(
-                select(_EVENTS.c.delivery_id).where(_EVENTS.c.order_id.in_(chunk))
-            ).scalars()
-        )
+    shared = _deliveries_carrying(session, oids)
     listed: dict[int, InboundDelivery] = dict(own)
     for chunk in _chunks(sorted(shared - set(own)), _CHUNK):
         for row in session.execute(
@@ -524,7 +535,7 @@ def export_subject(
     return {"orders": orders, "inbound_deliveries": deliveries, "outbound_deliveries": outbound}
 
 
-def _one_buyer(row: InboundDelivery, oids: set[str]) -> bool:
+def _one_buyer(row: InboundDelivery, oids: dict[str, str]) -> bool:
     # A delivery of one order of the subject's (written before subjects were recorded).
     return row.order_id is not None and row.order_id in oids
 
