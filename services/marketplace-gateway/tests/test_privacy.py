@@ -36,7 +36,7 @@ from odr_shared.events import (
 )
 from odr_shared.kafka import EventConsumer, ensure_topics, make_producer
 from odr_shared.outbox import OutboxRelay
-from odr_shared.privacy import subject_for_phone
+from odr_shared.privacy import KeyStore, Sealer, subject_for_phone
 from odr_shared.retention import Purger
 from odr_shared.testing import sample_order, standard_webhook_headers
 
@@ -422,6 +422,33 @@ def test_the_same_erasure_twice_reports_once(world: World) -> None:
         world.consumer.process_record("privacy.events", b"k", event.to_json_bytes())
     reports = [r for r in world.gw.outbox_raw() if r["type"] == "privacy.erasure_reported"]
     assert len(reports) == 1
+
+
+def test_a_sealed_case_event_reaches_the_platform_without_the_consumers_data(
+    world: World, settings
+) -> None:
+    """The worker's consumer has no opener: a case event sealed by complaints is queued for the
+    platform with none of the consumer's data nor their subject id, and the delivery knows the
+    subject (an erasure finds it)."""
+    gw, lan = world.gw, Person("Lan", "9")
+    subject = subject_for_phone(lan.phone, settings)
+    case_id = f"case-s-{uuid.uuid4().hex[:6]}"
+    event = case_event(world.a["platform_id"], world.minh_a, lan, case_id)
+    complaints = Sealer(KeyStore.from_settings(settings), owner="complaints")
+    with gw.client.app.state.sessions() as s, s.begin():
+        sealed = complaints.seal(s, event, subject)
+    assert world.consumer.opener is None
+    world.consumer.process_record("cases.events", case_id.encode(), sealed.to_json_bytes())
+    with gw.client.app.state.sessions() as s:
+        delivery = s.execute(
+            select(OutboundDelivery).where(OutboundDelivery.case_id == case_id)
+        ).scalar_one()
+        assert delivery.subject_id == subject
+        body = bytes(delivery.payload).decode()
+    assert json.loads(body)["data"]["status"] == "awaiting_merchant"
+    assert lan.found_in(body) == []
+    assert subject not in body
+    assert "sealed" not in body
 
 
 # -- access export ---------------------------------------------------------------------------------

@@ -208,8 +208,11 @@ def parse_retry_after(value: str | None, now: datetime) -> int | None:
 
 
 def redact_for_platform(payload: dict[str, Any]) -> dict[str, Any]:
-    """What a platform may see of a case or mediation event: no consumer or neutral contact."""
+    """What a platform may see of a case or mediation event: no consumer or neutral contact,
+    and not the consumer's data subject id (a pseudonym that would link a buyer across
+    marketplaces)."""
     out = dict(payload)
+    out.pop("subject_id", None)
     consumer = out.pop("consumer", None)
     if isinstance(consumer, dict) and consumer.get("language"):
         out["consumer"] = {"language": consumer["language"]}
