@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import kubernetes_validate
 import kubernetes_validate.utils
@@ -21,7 +22,7 @@ from cryptography.fernet import Fernet
 from pydantic import AliasChoices
 from pydantic.fields import FieldInfo
 
-from odr_shared.events import TOPICS, dead_letter_topic
+from odr_shared.events import PRIVACY_TOPIC, TOPICS, dead_letter_topic
 from odr_shared.settings import ServiceSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,6 +32,10 @@ KUBERNETES_VERSIONS = ("1.30", "1.37")
 # Custom resources: no built-in schema; their structure is checked by the tests below.
 CRD_GROUPS = ("kafka.strimzi.io", "postgresql.cnpg.io")
 RUN_AS_USER = 10001  # the UID of the images (deploy/docker/*.Dockerfile)
+# How long Kafka keeps messages (kafka/topics.yaml): main topics, and their dead-letter twins.
+DAY_MS = 24 * 3600 * 1000
+RETENTION_DAYS = 7
+DEAD_LETTER_RETENTION_DAYS = 14
 
 # service -> (python package, service directory)
 SERVICES = {
@@ -48,7 +53,10 @@ EXTERNAL_SECRETS: dict[str, set[str]] = {
     "odr-tls": {"tls.crt", "tls.key"},
     "odr-notifications-providers": {"smtp-username", "smtp-password", "sms-api-key"},
     **{f"odr-{s}-db": {"username", "password"} for s in SERVICES},
-    **{f"odr-{s}-encryption": {"data-encryption-key"} for s in SERVICES},
+    # Each service's own key material: data at rest, and the master key of its subject keys.
+    **{f"odr-{s}-encryption": {"data-encryption-key", "privacy-master-key"} for s in SERVICES},
+    # One key for all four services: it names a data subject alike everywhere.
+    "odr-privacy": {"subject-key"},
 }
 
 # Settings that must be set in production even though they have a development default (a field
@@ -70,6 +78,8 @@ PRODUCTION_REQUIRED_FIELDS = {
     "portal_url",
     "dashboard_url",
     "secure_cookies",
+    "service_urls",
+    "privacy_subject_key",
 }
 # Named by issue 7 for services whose branches add them; the manifests set them already, so they
 # must be set whether or not the Settings field exists yet.
@@ -525,6 +535,32 @@ def test_each_service_accepts_its_environment_in_production(rendered, overlay, m
             monkeypatch.undo()
 
 
+PRIVACY_KEYS = ("PRIVACY_MASTER_KEY", "PRIVACY_MASTER_KEY_FILE", "PRIVACY_SUBJECT_KEY")
+
+
+def test_every_service_container_gets_its_privacy_keys_from_secrets(rendered, overlay):
+    # Production refuses to start without them (odr_shared.settings); they must never be
+    # literal values in a manifest or a ConfigMap.
+    docs = rendered[overlay]
+    for config_map in of_kind(docs, "ConfigMap"):
+        leaked = set(config_map.get("data", {})) & set(PRIVACY_KEYS)
+        assert not leaked, f"ConfigMap {config_map['metadata']['name']} holds {leaked}"
+    masters: set[SecretValue] = set()
+    for service in SERVICES:
+        for component in COMPONENTS:
+            w = workload(docs, service, component)
+            for container in w.containers:
+                env = container_env(docs, container)
+                master = env.get("PRIVACY_MASTER_KEY")
+                assert isinstance(master, SecretValue), f"{w.name}: PRIVACY_MASTER_KEY {master!r}"
+                # Each service wraps its subjects' keys with its own master key.
+                assert master == SecretValue(f"odr-{service}-encryption", "privacy-master-key")
+                masters.add(master)
+                subject = env.get("PRIVACY_SUBJECT_KEY")
+                assert subject == SecretValue("odr-privacy", "subject-key"), w.name
+    assert len(masters) == len(SERVICES), "one master key per service"
+
+
 def test_database_credentials_and_urls_match_the_postgres_cluster(rendered, overlay):
     docs = rendered[overlay]
     (cluster,) = of_kind(docs, "Cluster")
@@ -544,6 +580,40 @@ def test_database_credentials_and_urls_match_the_postgres_cluster(rendered, over
             assert isinstance(url, str)
             assert url.startswith(f"postgresql+psycopg://{cluster['metadata']['name']}-rw:5432/")
             assert "@" not in url, "the password comes from PGPASSWORD, never the URL"
+
+
+def api_service(docs: list[Doc], service: str) -> Doc:
+    """The one Service in front of the service's API pods."""
+    pods = workload(docs, service, "api").pod_labels
+    (found,) = [
+        s for s in of_kind(docs, "Service") if selects({"matchLabels": s["spec"]["selector"]}, pods)
+    ]
+    return found
+
+
+def test_service_urls_name_each_api_service_and_its_port(rendered, overlay):
+    # Services call each other (subject keys, data exports) at SERVICE_URLS: each entry must be
+    # the in-cluster Service of that service's API, on the Service's http port.
+    docs = rendered[overlay]
+    value = named(docs, "ConfigMap", "odr-platform")["data"]["SERVICE_URLS"]
+    urls = dict(part.strip().split("=", 1) for part in value.split(","))
+    assert set(urls) == set(SERVICES), value
+    settings = ServiceSettings(service_urls=value, environment="development")
+    for service, url in urls.items():
+        parts = urlsplit(url)
+        assert parts.scheme == "http", url
+        assert parts.path in ("", "/"), url
+        assert not parts.query, url
+        target = api_service(docs, service)
+        assert parts.hostname == target["metadata"]["name"], f"{service}: {url}"
+        (http,) = [p for p in target["spec"]["ports"] if p["name"] == "http"]
+        assert (parts.port or 80) == http["port"], f"{service}: {url}"
+        # The Settings read it alike (odr_shared.settings.ServiceSettings.service_url).
+        assert settings.service_url(service) == url.rstrip("/")
+    for w in workloads(docs):
+        if w.component != "migration":
+            (container,) = w.pod["containers"]
+            assert container_env(docs, container).get("SERVICE_URLS") == value, w.name
 
 
 def test_kafka_bootstrap_is_the_strimzi_plain_listener(rendered, overlay):
@@ -604,11 +674,17 @@ def test_kafka_topics_are_the_contract_topics_and_their_dead_letters(rendered, o
     (kafka,) = of_kind(docs, "Kafka")
     topics = {t["spec"]["topicName"]: t for t in of_kind(docs, "KafkaTopic")}
     assert set(topics) == set(TOPICS) | {dead_letter_topic(t) for t in TOPICS}
+    # Named here too, so a contract that lost it would not silently drop its topics.
+    assert {PRIVACY_TOPIC, dead_letter_topic(PRIVACY_TOPIC)} <= set(topics)
     for name, topic in topics.items():
         assert topic["metadata"]["labels"]["strimzi.io/cluster"] == kafka["metadata"]["name"]
         assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", topic["metadata"]["name"])
         expected_partitions = 3 if name.endswith(".dlq") else 12
         assert topic["spec"]["partitions"] == expected_partitions, name
+        # Nothing is kept forever: messages carry (sealed) personal data (docs/privacy.md).
+        expected_days = DEAD_LETTER_RETENTION_DAYS if name.endswith(".dlq") else RETENTION_DAYS
+        assert topic["spec"]["config"]["retention.ms"] == expected_days * DAY_MS, name
+        assert topic["spec"]["config"]["cleanup.policy"] == "delete", name
         if overlay == "production":
             assert topic["spec"]["replicas"] == 3, name
             assert topic["spec"]["config"]["min.insync.replicas"] == 2, name
@@ -759,8 +835,11 @@ def connects(policies: list[Doc], source: Peer, target: Peer, port: int) -> bool
     )
 
 
-def expected_paths() -> Iterator[tuple[Peer, Peer, int, bool]]:
-    """(source, target, port, allowed): what each service needs, and nothing more."""
+def expected_paths(http_ports: dict[str, int]) -> Iterator[tuple[Peer, Peer, int, bool]]:
+    """(source, target, port, allowed): what each service needs, and nothing more.
+
+    `http_ports`: service -> the container port its API Service forwards to.
+    """
     for service in SERVICES:
         api, worker, migration = (Peer.app(service, c) for c in COMPONENTS)
         for pod in (api, worker, migration):
@@ -775,23 +854,42 @@ def expected_paths() -> Iterator[tuple[Peer, Peer, int, bool]]:
         yield api, worker, 8081, False
         yield api, INTERNET, 443, False
         yield migration, INTERNET, 443, False
-        if service != "notifications":
-            yield api, Peer.app("notifications", "api"), 8080, False
         needs_https = service in ("gateway", "notifications")
         yield worker, INTERNET, 443, needs_https
         yield worker, INTERNET, 587, service == "notifications"
         yield worker, CLUSTER_ADDRESS, 443, False
-        other_api = Peer.app("complaints", "api")
-        yield api, other_api, 8080, service == "mediation"
-        yield worker, other_api, 8080, False
+        # Service-to-service calls (subject keys, data exports, the dashboard's case detail):
+        # api and worker pods of every service reach every API on its http port, nothing else.
+        for callee, port in http_ports.items():
+            callee_api = Peer.app(callee, "api")
+            yield api, callee_api, port, True
+            yield worker, callee_api, port, True
+            yield migration, callee_api, port, False
+            yield worker, callee_api, 8000, False
+            yield worker, Peer.app(callee, "worker"), 8081, False
+            yield worker, Peer.app(callee, "migration"), port, False
+        # Platform labels count only inside the namespace (a look-alike elsewhere is refused), and
+        # the namespace's other pods (Kafka's) are not the platform.
+        yield Peer.pod("default", **dict(worker.labels)), api, http_ports[service], False
+        yield KAFKA, api, http_ports[service], False
+
+
+def api_http_port(docs: list[Doc], service: str) -> int:
+    """The container port behind the API Service's http port (what NetworkPolicies see)."""
+    (port,) = [p for p in api_service(docs, service)["spec"]["ports"] if p["name"] == "http"]
+    (container,) = workload(docs, service, "api").pod["containers"]
+    (target,) = [p for p in container["ports"] if p["name"] == port["targetPort"]]
+    return int(target["containerPort"])
 
 
 def test_network_policies_allow_what_each_service_needs_and_nothing_else(rendered, overlay):
-    policies = of_kind(rendered[overlay], "NetworkPolicy")
+    docs = rendered[overlay]
+    policies = of_kind(docs, "NetworkPolicy")
+    http_ports = {s: api_http_port(docs, s) for s in SERVICES}
     wrong = [
         f"{dict(source.labels) or source.ip} -> {dict(target.labels) or target.ip}:{port} "
         f"should be {'allowed' if expected else 'denied'}"
-        for source, target, port, expected in expected_paths()
+        for source, target, port, expected in expected_paths(http_ports)
         if connects(policies, source, target, port) != expected
     ]
     assert not wrong, "\n".join(wrong)
