@@ -409,6 +409,33 @@ def test_an_erasure_scoped_to_a_platform_leaves_the_others_copies_and_the_key(
     assert world.found(world.hong) == set()
 
 
+def test_an_order_with_a_masked_phone_is_sealed_under_its_own_key_and_erased_when_listed(
+    world: World,
+) -> None:
+    gw = world.gw
+    masked = {"name": "Khách Ẩn Danh", "phone": "09****5678", "email": "an.danh@example.vn"}
+    code = f"MK{uuid.uuid4().hex[:6]}"
+    body = standard_body(sample_order(code, buyer=masked))
+    r = gw.client.post(
+        f"/v1/webhooks/{world.a['platform_id']}",
+        content=body,
+        headers=standard_webhook_headers(world.a["webhook_secret"], body),
+    )
+    assert r.status_code == 202, r.text
+    oid = f"{world.a['platform_id']}:{code}"
+    (row,) = outbox_of(gw, oid)
+    assert masked["email"].encode() not in row["payload"]
+    event = parse_event(row["payload"])
+    assert event.data.subject_id.startswith("so_")  # type: ignore[attr-defined]
+    assert gw.opener().open(event) is not None
+    world.erase(order_ids=[world.hong_a, oid])
+    assert gw.opener().open(event) is None
+    with gw.client.app.state.sessions() as s:
+        snap = s.get(OrderSnapshot, oid)
+        assert snap is not None
+        assert snap.buyer_enc is None
+
+
 def test_the_same_erasure_twice_reports_once(world: World) -> None:
     event = build_event(
         source="odr/complaints",

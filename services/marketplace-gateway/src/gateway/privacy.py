@@ -137,8 +137,13 @@ class Subjects:
 
 
 def _unknown_subject(event: CloudEvent[Any]) -> str:
-    # A buyer whose phone is not a phone number still gets a key of its own: the order's.
-    return "so_" + uuid.uuid5(uuid.NAMESPACE_URL, event.subject or event.id).hex
+    return order_subject(event.subject or event.id)
+
+
+def order_subject(oid: str) -> str:
+    """The subject an order's events are sealed under when its buyer's phone is no phone
+    number (a marketplace that masks it): the order's own, destroyed with the order's erasure."""
+    return "so_" + uuid.uuid5(uuid.NAMESPACE_URL, oid).hex
 
 
 # -- marketplace redaction: a data-subject request arriving as a webhook ------------------------
@@ -323,7 +328,10 @@ def erase_subject(
         ).first()
         is not None
     )
-    counts["subject_keys"] = 0 if keep_keys else subjects.store.destroy(session, subject)
+    destroyed = 0 if keep_keys else subjects.store.destroy(session, subject)
+    for oid in sorted(oids):
+        destroyed += subjects.store.destroy(session, order_subject(oid))
+    counts["subject_keys"] = destroyed
     return counts
 
 
@@ -365,7 +373,9 @@ def _subject_orders(
         ):
             if row.subject_id is None and row.buyer_enc:
                 buyer = Buyer.model_validate_json(cipher.decrypt(row.buyer_enc))
-                if subjects.of_buyer(buyer) == subject:
+                # Its own buyer's, or one whose phone names no subject (masked): listed by
+                # the requester, who matched it to the subject.
+                if subjects.of_buyer(buyer) in (subject, None):
                     oids[row.order_id] = row.platform_id
     return oids
 
