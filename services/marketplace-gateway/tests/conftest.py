@@ -27,7 +27,9 @@ from gateway import SERVICE_ROOT
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
 from odr_shared.auth import TokenService
+from odr_shared.events import parse_event
 from odr_shared.migrate import upgrade
+from odr_shared.privacy import Opener
 
 
 @pytest.fixture
@@ -111,13 +113,32 @@ class Gw:
     def dumps(doc: Any) -> bytes:
         return json.dumps(doc, ensure_ascii=False).encode()
 
-    def outbox(self) -> list[dict[str, Any]]:
+    def outbox_raw(self) -> list[dict[str, Any]]:
+        """The outbox rows as stored (order events sealed)."""
         engine = self.client.app.state.engine  # type: ignore[attr-defined]
         with engine.connect() as conn:
             rows = conn.execute(
                 text("SELECT key, event_type, payload FROM outbox_messages ORDER BY id")
             ).all()
-        return [{"key": r.key, "type": r.event_type, "event": json.loads(r.payload)} for r in rows]
+        return [{"key": r.key, "type": r.event_type, "payload": bytes(r.payload)} for r in rows]
+
+    def opener(self) -> Opener:
+        """Opens sealed events with the gateway's own keys, as its consumers would."""
+        state = self.client.app.state  # type: ignore[attr-defined]
+        return Opener(
+            service="gateway", client=None, store=state.keys, session_factory=state.sessions
+        )
+
+    def outbox(self) -> list[dict[str, Any]]:
+        """The outbox's events as a consumer with the keys reads them (sealed fields opened)."""
+        opener = self.opener()
+        out = []
+        for row in self.outbox_raw():
+            opened = opener.open(parse_event(row["payload"]))
+            assert opened is not None
+            event = json.loads(opened.to_json_bytes())
+            out.append({"key": row["key"], "type": row["type"], "event": event})
+        return out
 
     def inbound(self, platform_id: str, **params: Any) -> list[dict[str, Any]]:
         r = self.client.get(

@@ -19,6 +19,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from gateway.settings import GatewaySettings
 from gateway.signatures import verify_standard_webhooks
 from odr_shared.events import Actor, CaseEventV1, CaseStatus, Contact, build_event, parse_event
+from odr_shared.privacy import KeyClient, Opener
 from odr_shared.testing import free_port, sample_order, standard_webhook_headers, wait_http
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
@@ -123,9 +124,18 @@ def test_cli_registers_webhook_reaches_kafka_and_case_events_reach_the_platform(
             return parse_event(rec.value)
         return None
 
-    event = consume_until(gateway["bootstrap"], "orders.events", order_event)
-    assert event.type == "order.status_changed"
-    assert event.data.buyer.phone == "0912345678"
+    sealed = consume_until(gateway["bootstrap"], "orders.events", order_event)
+    assert sealed.type == "order.status_changed"
+    assert sealed.version == 2  # the buyer travels sealed
+    # A consumer that needs the buyer opens it with the key the gateway's API hands to services.
+    caller = GatewaySettings(environment="test", service_urls=f"gateway={gateway['url']}")
+    opener = Opener(service="complaints", client=KeyClient(caller, "complaints"))
+    try:
+        event = opener.open(sealed)
+    finally:
+        opener.client.close()  # type: ignore[union-attr]
+    assert event is not None
+    assert event.data.buyer.phone == "0912345678"  # type: ignore[attr-defined]
     assert event.id == r.json()["event_id"]
 
     # Outbound: a case event on cases.events is delivered to the platform, signed.

@@ -10,14 +10,14 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, HttpUrl
 from starlette.concurrency import run_in_threadpool
 
-from gateway import outbound, platforms
+from gateway import outbound, platforms, privacy
 from gateway.adapters.standard import CanonicalOrder
 from gateway.domain import PLATFORM_KINDS
 from gateway.ingest import Inbound, Ingestor, body_preview, list_inbound
 from gateway.intake import Intake
 from gateway.models import ApiClient, InboundDelivery, Platform
 from gateway.settings import GatewaySettings
-from odr_shared.auth import AdminParty, CurrentParty, Party
+from odr_shared.auth import AdminParty, CurrentParty, Party, ServiceParty
 from odr_shared.crypto import DataCipher
 from odr_shared.problems import Problem, not_found
 
@@ -492,3 +492,29 @@ def replay_outbound(
     with request.app.state.sessions() as session, session.begin():
         delivery = outbound.replay_delivery(session, platform_id, delivery_id)
         return {"id": delivery.id, "status": delivery.status}
+
+
+# -- privacy (internal: the platform's own services) -------------------------------------------
+
+
+class ExportIn(BaseModel):
+    subject_id: str = Field(min_length=1, max_length=64)
+    order_ids: list[str] = Field(default_factory=list, max_length=10_000)
+    case_ids: list[str] = Field(default_factory=list, max_length=10_000)
+
+
+@router.post("/internal/v1/privacy/export", tags=["internal"])
+def privacy_export(body: ExportIn, request: Request, _service: ServiceParty) -> dict[str, Any]:
+    """Everything the gateway holds about one data subject, decrypted, and nothing of anyone
+    else: their order snapshots, their webhook deliveries, the outbound webhooks of their cases
+    (for an access request, gathered by complaints)."""
+    with request.app.state.sessions() as session:
+        records = privacy.export_subject(
+            session,
+            body.subject_id,
+            body.order_ids,
+            body.case_ids,
+            _cipher(request),
+            _ingestor(request).subjects,
+        )
+    return privacy.export_document(body.subject_id, records)

@@ -11,6 +11,7 @@ from gateway.settings import GatewaySettings, get_settings
 from odr_shared.crypto import DataCipher
 from odr_shared.db import API_CHECKPOINT_PAGES, make_engine, make_session_factory
 from odr_shared.logs import configure_logging
+from odr_shared.privacy import KeyStore, subject_keys_router
 from odr_shared.web import create_service_app
 
 
@@ -32,7 +33,12 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     )
     app.state.sessions = make_session_factory(engine)
     app.state.cipher = DataCipher(settings.data_encryption_key)
-    app.state.ingestor = Ingestor(app.state.sessions, app.state.cipher, settings)
+    app.state.keys = KeyStore.from_settings(settings)
+    app.state.ingestor = Ingestor(
+        app.state.sessions, app.state.cipher, settings, keys=app.state.keys
+    )
     app.state.intake = Intake(app.state.ingestor.store, settings.store_concurrency)
     app.include_router(router)
+    # Other services fetch the keys of the subjects whose order events they open (role service).
+    app.include_router(subject_keys_router(app.state.keys, app.state.sessions))
     return app

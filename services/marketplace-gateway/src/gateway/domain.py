@@ -43,12 +43,29 @@ class OrderUpdate:
 
 
 @dataclass(frozen=True)
+class Redaction:
+    """A marketplace's data-subject request about one of its buyers (Shopify's mandatory
+    `customers/redact` and `customers/data_request`, the standard kind's `customer.redact`).
+
+    `order_refs` are the marketplace's references of the orders concerned: its order ids or the
+    order codes buyers see; the gateway resolves them to its orders and their data subject.
+    """
+
+    kind: str  # "erasure" | "access"
+    phone: str | None = None
+    email: str | None = None
+    customer_ref: str | None = None
+    order_refs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Mapping:
     """An adapter's reading of one delivery."""
 
     delivery_key: str
     updates: list[OrderUpdate] = field(default_factory=list)
     ignored: str | None = None  # why the delivery carries nothing the platform tracks
+    redaction: Redaction | None = None  # a data-subject request instead of order updates
 
 
 def body_digest(body: bytes) -> str:
@@ -191,8 +208,11 @@ def parse_retry_after(value: str | None, now: datetime) -> int | None:
 
 
 def redact_for_platform(payload: dict[str, Any]) -> dict[str, Any]:
-    """What a platform may see of a case or mediation event: no consumer or neutral contact."""
+    """What a platform may see of a case or mediation event: no consumer or neutral contact,
+    and not the consumer's data subject id (a pseudonym that would link a buyer across
+    marketplaces)."""
     out = dict(payload)
+    out.pop("subject_id", None)
     consumer = out.pop("consumer", None)
     if isinstance(consumer, dict) and consumer.get("language"):
         out["consumer"] = {"language": consumer["language"]}

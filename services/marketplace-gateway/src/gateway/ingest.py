@@ -27,12 +27,14 @@ from gateway.domain import KnownOrder, Mapping, MappingError, OrderUpdate, merge
 from gateway.metrics import INBOUND_DELIVERIES
 from gateway.models import InboundDelivery, InboundEvent, OrderSnapshot
 from gateway.platforms import get_platform, platform_config
+from gateway.privacy import Subjects, resolve_redaction
 from gateway.settings import GatewaySettings
 from gateway.signatures import SignatureError
 from odr_shared.crypto import DataCipher
 from odr_shared.db import BulkInsert, utcnow
 from odr_shared.events import (
     ORDERS_TOPIC,
+    PRIVACY_TOPIC,
     Buyer,
     CloudEvent,
     OrderItem,
@@ -44,6 +46,7 @@ from odr_shared.events import (
 )
 from odr_shared.logs import scrub, scrub_value
 from odr_shared.outbox import add_many_to_outbox
+from odr_shared.privacy import KeyStore
 from odr_shared.problems import Problem, not_found
 from odr_shared.ratelimit import LeasedLimiter, Limit
 
@@ -102,6 +105,7 @@ _INSERT_DELIVERIES = BulkInsert(
         "summary",
         "order_id",
         "event_id",
+        "subject_id",
     ),
 )
 _INSERT_DELIVERIES_ORDERED = insert(_DELIVERIES).returning(
@@ -124,6 +128,7 @@ _SNAPSHOT_FIELDS = (
     "total_amount",
     "currency",
     "updated_at",
+    "subject_id",
 )
 _INSERT_SNAPSHOTS = BulkInsert(_SNAPSHOTS, ("order_id", "platform_id", *_SNAPSHOT_FIELDS))
 _UPDATE_SNAPSHOT = (
@@ -294,12 +299,18 @@ class Ingestor:
     """
 
     def __init__(
-        self, factory: sessionmaker[Session], cipher: DataCipher, settings: GatewaySettings
+        self,
+        factory: sessionmaker[Session],
+        cipher: DataCipher,
+        settings: GatewaySettings,
+        keys: KeyStore | None = None,
     ) -> None:
         self.factory = factory
         self.engine: Engine = factory.kw["bind"]
         self.cipher = cipher
         self.settings = settings
+        # Buyers' data subjects, and the key store their order events are sealed with.
+        self.subjects = Subjects(settings, keys or KeyStore.from_settings(settings))
         self.limiter = LeasedLimiter(
             self.engine,
             Limit("webhooks", settings.webhook_rate_limit, settings.webhook_rate_window_s),
@@ -430,6 +441,10 @@ class Ingestor:
             row = session.get(InboundDelivery, delivery_id)
             if row is None or row.platform_id != platform_id:
                 raise not_found("delivery")
+            if not row.body_enc:
+                raise Problem(
+                    409, "Conflict", "the delivery's body was erased: there is nothing to replay"
+                )
             platform = get_platform(session, platform_id)
             cfg = platform_config(self.cipher, platform, self.settings, utcnow())
             kind, notify = platform.kind, platform.status_notifications
@@ -578,6 +593,7 @@ class Ingestor:
                     "summary": None,
                     "order_id": None,
                     "event_id": None,
+                    "subject_id": None,
                 }
                 for _i, r in refused
             ]
@@ -645,11 +661,20 @@ class Ingestor:
         entries: list[tuple[OrderUpdate, int, str]] = []
         for i in fresh:
             p = pendings[i]
-            if p.mapping.ignored is None:
+            if p.mapping.ignored is None and p.mapping.redaction is None:
                 entries.extend(
                     (u, i, p.field_prefix.format(i=j)) for j, u in enumerate(p.mapping.updates)
                 )
-        per_ref, merged = self._merge_updates(conn, platform_id, entries, now, strict=strict)
+        per_ref, merged, ref_subjects = self._merge_updates(
+            conn, platform_id, entries, now, strict=strict
+        )
+        # Data-subject requests of the marketplace: resolved to the subject and its orders here,
+        # published once their delivery rows have ids.
+        requests = {
+            i: resolve_redaction(conn, platform_id, redaction, self.subjects)
+            for i in fresh
+            if (redaction := pendings[i].mapping.redaction) is not None
+        }
         event_ids: dict[int, list[str]] = {}
         for m in merged:
             if m.event_id is not None:
@@ -670,7 +695,17 @@ class Ingestor:
             }
             if p.mapping.ignored is not None:
                 row.update(status="ignored", error=p.mapping.ignored, summary=None)
-                row.update(order_id=None, event_id=None)
+                row.update(order_id=None, event_id=None, subject_id=None)
+            elif i in requests:
+                resolved = requests[i]
+                oids = sorted({o for r in resolved for o in r.order_ids})
+                subjects = {r.subject_id for r in resolved}
+                row.update(status="accepted", error=None, summary={"redaction": len(resolved)})
+                row.update(
+                    order_id=oids[0] if len(oids) == 1 else None,
+                    event_id=resolved[0].event_id,
+                    subject_id=subjects.pop() if len(subjects) == 1 else None,
+                )
             else:
                 counts = per_ref.get(i, Counter())
                 updates = p.mapping.updates
@@ -682,10 +717,24 @@ class Ingestor:
                     else None,
                     event_id=evs[0] if evs else None,
                 )
+                # One buyer's delivery is found by its subject; a batch of several buyers'
+                # orders through its inbound events.
+                subjects = {s for s in ref_subjects.get(i, ()) if s is not None}
+                row["subject_id"] = subjects.pop() if len(subjects) == 1 else None
             rows.append(row)
         ids = _insert_deliveries(conn, rows)
         delivery_ids = dict(zip(fresh, ids, strict=True))
         self._record_events(conn, platform_id, kind, notify, merged, delivery_ids, now)
+        if requests:
+            add_many_to_outbox(
+                conn,
+                PRIVACY_TOPIC,
+                [
+                    (r.subject_id or platform_id, r.event(platform_id, delivery_ids[i]))
+                    for i, resolved in requests.items()
+                    for r in resolved
+                ],
+            )
         for i, delivery_id, row in zip(fresh, ids, rows, strict=True):
             out[i] = Receipt(
                 pendings[i].ack_status,
@@ -708,14 +757,15 @@ class Ingestor:
         now: datetime,
         *,
         strict: bool,
-    ) -> tuple[dict[int, Counter[str]], list[_Merged]]:
+    ) -> tuple[dict[int, Counter[str]], list[_Merged], dict[int, set[str | None]]]:
         """Dedup by marketplace event, merge each update into its order snapshot, save snapshots.
 
         `entries` are (update, a reference to its delivery, the field prefix naming it in that
         delivery), in arrival order, from one delivery or from a group of them. Set-based (one
         SELECT for seen events, one for snapshots, bulk inserts) so a thousand events are one
-        short transaction. Needs no delivery id: returns the counts per reference and every
-        update that was not a duplicate, with an event id drawn for each one to publish.
+        short transaction. Needs no delivery id: returns the counts per reference, every
+        update that was not a duplicate, with an event id drawn for each one to publish, and the
+        data subjects (buyers) of each reference's orders.
         """
         updates = [u for u, _d, _p in entries]
         keys = list({u.event_key for u in updates})
@@ -737,11 +787,17 @@ class Ingestor:
         changed: set[str] = set()
         buyer_changed: set[str] = set()
         per_ref: dict[int, Counter[str]] = {}
+        ref_subjects: dict[int, set[str | None]] = {}
         merged: list[_Merged] = []
+        subject_of = self.subjects.of_buyer
         for update, ref, prefix in entries:
             counts = per_ref.setdefault(ref, Counter())
             if update.event_key in seen:
                 counts["duplicate"] += 1
+                before = known.get(order_id(platform_id, update.order_code))
+                ref_subjects.setdefault(ref, set()).add(
+                    subject_of(update.buyer or (before.buyer if before else None))
+                )
                 continue
             seen.add(update.event_key)
             oid = order_id(platform_id, update.order_code)
@@ -765,6 +821,8 @@ class Ingestor:
             else:
                 publish = result.order
                 counts["accepted"] += 1
+            subject = subject_of(result.order.buyer)
+            ref_subjects.setdefault(ref, set()).add(subject)
             merged.append(
                 _Merged(
                     update.event_key,
@@ -772,6 +830,7 @@ class Ingestor:
                     oid,
                     publish,
                     str(uuid.uuid4()) if publish is not None else None,
+                    subject,
                 )
             )
             known[oid] = result.order
@@ -785,6 +844,7 @@ class Ingestor:
             row = self._snapshot_row(
                 known[oid], now, encrypt_buyer=existing is None or oid in buyer_changed
             )
+            row["subject_id"] = subject_of(known[oid].buyer)
             if existing is None:
                 # Core bulk insert: a backfill creates a thousand snapshots in one statement.
                 new_rows.append({**row, "order_id": oid, "platform_id": platform_id})
@@ -795,7 +855,7 @@ class Ingestor:
             _INSERT_SNAPSHOTS.execute(conn, new_rows)
         if changed_rows:
             conn.execute(_UPDATE_SNAPSHOT, changed_rows)
-        return per_ref, merged
+        return per_ref, merged, ref_subjects
 
     def _record_events(
         self,
@@ -824,19 +884,24 @@ class Ingestor:
                 for m in merged
             ],
         )
+        published = [m for m in merged if m.publish is not None and m.event_id is not None]
+        if not published:
+            return
+        events = [
+            (
+                self._event(
+                    platform_id, kind, notify, m.oid, m.publish, delivery_ids[m.ref], m.event_id
+                ),
+                m.subject,
+            )
+            for m in published
+            if m.publish is not None and m.event_id is not None
+        ]
+        # The buyer leaves sealed under its subject's key (one key query for the group), in
+        # this transaction: neither the outbox row nor the Kafka message holds it in clear.
+        sealed = self.subjects.seal_many(conn, events)
         add_many_to_outbox(
-            conn,
-            ORDERS_TOPIC,
-            [
-                (
-                    m.oid,
-                    self._event(
-                        platform_id, kind, notify, m.oid, m.publish, delivery_ids[m.ref], m.event_id
-                    ),
-                )
-                for m in merged
-                if m.publish is not None and m.event_id is not None
-            ],
+            conn, ORDERS_TOPIC, [(m.oid, ev) for m, ev in zip(published, sealed, strict=True)]
         )
 
     # -- helpers -----------------------------------------------------------------------------
@@ -925,6 +990,7 @@ class _Merged:
     oid: str
     publish: KnownOrder | None
     event_id: str | None
+    subject: str | None  # the buyer's data subject, when the buyer is known
 
 
 def _delivery_status(counts: MappingABC[str, int]) -> str:
@@ -954,6 +1020,8 @@ def _chunks(values: list[str], size: int) -> list[list[str]]:
 
 def body_preview(cipher: DataCipher, row: InboundDelivery, limit: int = 4000) -> Any:
     """The stored body with personal data masked: never shown in clear through the API."""
+    if not row.body_enc:
+        return None  # erased (privacy.erasure_requested) or past its retention
     body = cipher.decrypt_bytes(row.body_enc)
     try:
         doc = json.loads(body)

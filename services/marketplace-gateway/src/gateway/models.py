@@ -11,6 +11,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from odr_shared.db import TYPE_ANNOTATION_MAP, new_metadata
 from odr_shared.inbox import inbox_table
 from odr_shared.outbox import outbox_table
+from odr_shared.privacy import subject_keys_table
 from odr_shared.ratelimit import rate_limit_table
 
 
@@ -22,6 +23,8 @@ class Base(DeclarativeBase):
 outbox_table(Base.metadata)
 inbox_table(Base.metadata)
 rate_limit_table(Base.metadata)
+# The data keys of the buyers whose order events the gateway seals (odr_shared.privacy).
+subject_keys_table(Base.metadata)
 
 
 class Platform(Base):
@@ -87,6 +90,9 @@ class InboundDelivery(Base):
     event_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
     replay_of: Mapped[int | None] = mapped_column(nullable=True)
     received_at: Mapped[datetime]
+    # The data subject (odr_shared.privacy.subject_for_phone of the buyer) when every order in
+    # the delivery is one buyer's: erasure and export find the delivery by it.
+    subject_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
 
 
 class InboundEvent(Base):
@@ -119,6 +125,8 @@ class OrderSnapshot(Base):
     total_amount: Mapped[int | None] = mapped_column(nullable=True)
     currency: Mapped[str | None] = mapped_column(String(3), nullable=True)
     updated_at: Mapped[datetime]
+    # The buyer's data subject; NULL once erased (or for an order whose buyer is not known).
+    subject_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
 
 
 class OutboundDelivery(Base):
@@ -149,6 +157,8 @@ class OutboundDelivery(Base):
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime]
     delivered_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    # The consumer of the case, where known: its order's buyer.
+    subject_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
 
 
 class OutboundAttempt(Base):

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.domain import due_at, next_delay, parse_retry_after, redact_for_platform
 from gateway.metrics import OUTBOUND_ATTEMPTS
-from gateway.models import OutboundAttempt, OutboundDelivery, Platform
+from gateway.models import OrderSnapshot, OutboundAttempt, OutboundDelivery, Platform
 from gateway.platforms import outbound_secrets
 from gateway.settings import GatewaySettings
 from gateway.signatures import standard_webhooks_headers
@@ -52,13 +52,15 @@ def enqueue(session: Session, event: CloudEvent[BaseModel]) -> OutboundDelivery 
     if platform is None or not platform.outbound_url:
         return None
     now = utcnow()
+    case_id = getattr(event.data, "case_id", None)
     delivery = OutboundDelivery(
         id="msg_" + event.id.replace("-", ""),
         platform_id=platform_id,
         event_id=event.id,
         event_type=event.type,
-        case_id=getattr(event.data, "case_id", None),
+        case_id=case_id,
         payload=outbound_body(event),
+        subject_id=_case_subject(session, event.data, case_id),
         # Held, not dropped, while the platform's endpoint is disabled.
         status="pending" if platform.outbound_enabled else "disabled",
         attempts=0,
@@ -68,6 +70,26 @@ def enqueue(session: Session, event: CloudEvent[BaseModel]) -> OutboundDelivery 
     )
     session.add(delivery)
     return delivery
+
+
+def _case_subject(session: Session, data: BaseModel, case_id: str | None) -> str | None:
+    """The case's consumer as a data subject, so an erasure finds the case's deliveries: the
+    event's own subject id, else its order's buyer, else an earlier delivery of the case's."""
+    subject = getattr(data, "subject_id", None)
+    if subject:
+        return str(subject)
+    oid = getattr(data, "order_id", None)
+    if oid:
+        snapshot = session.get(OrderSnapshot, oid)
+        if snapshot is not None and snapshot.subject_id:
+            return snapshot.subject_id
+    if case_id:
+        return session.execute(
+            select(OutboundDelivery.subject_id)
+            .where(OutboundDelivery.case_id == case_id, OutboundDelivery.subject_id.is_not(None))
+            .limit(1)
+        ).scalar()
+    return None
 
 
 def handlers() -> dict[str, EventHandler]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from odr_shared.settings import ServiceSettings
@@ -42,6 +43,21 @@ class GatewaySettings(ServiceSettings):
     # Groups of webhook deliveries stored at once per API process (gateway/intake.py): one
     # commits while the next gathers. Beyond this, requests wait for a group to finish.
     store_concurrency: int = 2
+    # Retention (gateway/retention.py, docs/privacy.md): days a kind of record is kept.
+    # Accepted, held, ignored ... webhook deliveries: their encrypted body serves inspection and
+    # replay while a marketplace integration is debugged, no longer.
+    retention_inbound_body_days: int = Field(30, ge=1)
+    # Refused deliveries (bad signature, malformed body): kept longer for an operator to
+    # investigate an integration or an attack.
+    retention_rejected_days: int = Field(90, ge=1)
+    # The inbound log's rows once their bodies are gone (platform, status, times, counts).
+    retention_inbound_log_days: int = Field(365, ge=1)
+    # Outbound case webhooks and their attempt log, once no longer pending: what a platform
+    # may ask about (and replay) for a quarter.
+    retention_outbound_days: int = Field(90, ge=1)
+    # Order snapshots (buyer encrypted): merged into later status-only pushes; an order not
+    # updated for a year gets none.
+    retention_order_snapshot_days: int = Field(365, ge=1)
 
 
 @lru_cache

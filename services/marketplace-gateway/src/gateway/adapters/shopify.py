@@ -9,7 +9,15 @@ from decimal import Decimal, InvalidOperation
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from gateway.adapters.base import Adapter, PlatformConfig, load_object, validate
-from gateway.domain import Mapping, MappingError, OrderUpdate, body_digest, event_key, field_error
+from gateway.domain import (
+    Mapping,
+    MappingError,
+    OrderUpdate,
+    Redaction,
+    body_digest,
+    event_key,
+    field_error,
+)
 from gateway.signatures import verify_base64_hmac
 from odr_shared.events import Buyer, OrderItem, OrderStatus, Seller
 
@@ -106,6 +114,32 @@ class ShopOrder(BaseModel):
         )
 
 
+class ShopCustomerRef(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    id: int | str | None = None
+    email: str | None = None
+    phone: str | None = None
+
+
+class ShopCustomerRequest(BaseModel):
+    """Shopify's mandatory compliance webhooks `customers/redact` (orders_to_redact) and
+    `customers/data_request` (orders_requested, data_request.id): the shop, the customer as
+    Shopify knows them, and the ids of their orders."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    shop_id: int | str | None = None
+    shop_domain: str | None = None
+    customer: ShopCustomerRef = Field(default_factory=ShopCustomerRef)
+    orders_to_redact: list[int | str] = Field(default_factory=list, max_length=10_000)
+    orders_requested: list[int | str] = Field(default_factory=list, max_length=10_000)
+
+
+# Compliance topic -> the kind of data-subject request it starts.
+CUSTOMER_REQUEST_TOPICS = {"customers/redact": "erasure", "customers/data_request": "access"}
+
+
 def canonical_status(topic: str, order: ShopOrder) -> OrderStatus:
     """Shopify-family orders carry a financial and a fulfillment status; fold them into one."""
     financial = (order.financial_status or "").lower()
@@ -181,6 +215,8 @@ class ShopifyFamilyAdapter(Adapter):
             )
         delivery_id = headers.get(self.id_header.lower()) if self.id_header else None
         key = delivery_id or body_digest(topic.encode() + b"\n" + body)
+        if topic in CUSTOMER_REQUEST_TOPICS:
+            return Mapping(key, redaction=self._redaction(topic, body))
         if not topic.startswith("orders/") or topic == "orders/delete":
             load_object(body)
             return Mapping(key, ignored=f"topic {topic} is not an order status")
@@ -209,6 +245,21 @@ class ShopifyFamilyAdapter(Adapter):
                     currency=order.currency.upper() if order.currency else None,
                 )
             ],
+        )
+
+    @staticmethod
+    def _redaction(topic: str, body: bytes) -> Redaction:
+        """A compliance webhook as a data-subject request: erase (redact) or export (access)."""
+        doc = validate(ShopCustomerRequest, load_object(body))
+        kind = CUSTOMER_REQUEST_TOPICS[topic]
+        refs = doc.orders_to_redact if kind == "erasure" else doc.orders_requested
+        customer = doc.customer
+        return Redaction(
+            kind=kind,
+            phone=(customer.phone or "").strip() or None,
+            email=(customer.email or "").strip() or None,
+            customer_ref=str(customer.id) if customer.id is not None else None,
+            order_refs=tuple(dict.fromkeys(str(r) for r in refs)),
         )
 
     @staticmethod

@@ -10,11 +10,13 @@ from typing import Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from gateway.adapters.base import Adapter, PlatformConfig, load_object, validate
-from gateway.domain import Mapping, MappingError, OrderUpdate, event_key
+from gateway.domain import Mapping, MappingError, OrderUpdate, Redaction, event_key
 from gateway.signatures import verify_standard_webhooks
 from odr_shared.events import Buyer, OrderItem, OrderStatus, Seller
 
 STANDARD_EVENT_TYPES = ("order.created", "order.updated", "order.status_changed")
+# A platform's data-subject requests about one of its buyers: erase, or export.
+CUSTOMER_REQUEST_TYPES = {"customer.redact": "erasure", "customer.data_request": "access"}
 
 
 class CanonicalOrder(BaseModel):
@@ -54,6 +56,32 @@ class StandardOrderEvent(BaseModel):
     data: CanonicalOrder
 
 
+class CustomerRef(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    id: str | None = Field(None, max_length=200)
+    phone: str | None = Field(None, max_length=40)
+    email: str | None = Field(None, max_length=254)
+
+
+class CustomerRequestData(BaseModel):
+    """`customer.redact` / `customer.data_request` data: the buyer as the platform knows them
+    and the codes of their orders; the phone or at least one order code is needed."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    customer: CustomerRef = Field(default_factory=CustomerRef)
+    order_codes: list[str] = Field(default_factory=list, max_length=1000)
+
+
+class StandardCustomerRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["customer.redact", "customer.data_request"]
+    timestamp: AwareDatetime
+    data: CustomerRequestData
+
+
 class StandardBatch(BaseModel):
     events: list[StandardOrderEvent] = Field(min_length=1, max_length=1000)
 
@@ -81,6 +109,23 @@ class StandardAdapter(Adapter):
 
     def map(self, cfg: PlatformConfig, headers: MappingABC[str, str], body: bytes) -> Mapping:
         doc = load_object(body)
+        if doc.get("type") in CUSTOMER_REQUEST_TYPES:
+            request = validate(StandardCustomerRequest, doc)
+            customer = request.data.customer
+            phone = (customer.phone or "").strip() or None
+            codes = tuple(dict.fromkeys(c.strip() for c in request.data.order_codes if c.strip()))
+            if phone is None and not codes:
+                raise MappingError(
+                    [{"field": "data.customer.phone", "reason": "a phone or order_codes needed"}]
+                )
+            redaction = Redaction(
+                kind=CUSTOMER_REQUEST_TYPES[request.type],
+                phone=phone,
+                email=(customer.email or "").strip() or None,
+                customer_ref=customer.id,
+                order_refs=codes,
+            )
+            return Mapping(delivery_key=headers["webhook-id"], redaction=redaction)
         event = validate(StandardOrderEvent, doc)
         return Mapping(delivery_key=headers["webhook-id"], updates=[event.data.to_update()])
 
