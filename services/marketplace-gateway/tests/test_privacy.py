@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
 from kafka import KafkaConsumer
 from sqlalchemy import MetaData, func, insert, select
 from sqlalchemy.engine import make_url
@@ -36,9 +37,10 @@ from odr_shared.events import (
 )
 from odr_shared.kafka import EventConsumer, ensure_topics, make_producer
 from odr_shared.outbox import OutboxRelay
-from odr_shared.privacy import KeyStore, Sealer, subject_for_phone
+from odr_shared.privacy import KeyStore, Opener, Sealer, subject_for_phone, subject_keys_router
+from odr_shared.problems import install_problem_handlers
 from odr_shared.retention import Purger
-from odr_shared.testing import sample_order, standard_webhook_headers
+from odr_shared.testing import sample_order, serve_app, standard_webhook_headers
 
 
 class Person:
@@ -451,29 +453,42 @@ def test_the_same_erasure_twice_reports_once(world: World) -> None:
     assert len(reports) == 1
 
 
-def test_a_sealed_case_event_reaches_the_platform_without_the_consumers_data(
+def test_a_sealed_case_event_reaches_the_platform_without_the_consumers_contact(
     world: World, settings
 ) -> None:
-    """The worker's consumer has no opener: a case event sealed by complaints is queued for the
-    platform with none of the consumer's data nor their subject id, and the delivery knows the
-    subject (an erasure finds it)."""
+    """The worker opens a case event sealed by complaints with the key complaints serves: the
+    platform, a party to the case, reads what the buyer asks for, never the buyer's contact nor
+    subject id; the delivery knows the subject (an erasure finds it)."""
     gw, lan = world.gw, Person("Lan", "9")
     subject = subject_for_phone(lan.phone, settings)
     case_id = f"case-s-{uuid.uuid4().hex[:6]}"
     event = case_event(world.a["platform_id"], world.minh_a, lan, case_id)
-    complaints = Sealer(KeyStore.from_settings(settings), owner="complaints")
-    with gw.client.app.state.sessions() as s, s.begin():
-        sealed = complaints.seal(s, event, subject)
-    assert world.consumer.opener is None
-    world.consumer.process_record("cases.events", case_id.encode(), sealed.to_json_bytes())
-    with gw.client.app.state.sessions() as s:
+    state = gw.client.app.state
+    complaints_keys = KeyStore.from_settings(settings)
+    with state.sessions() as s, s.begin():
+        sealed = Sealer(complaints_keys, owner="complaints").seal(s, event, subject)
+    owner = FastAPI()
+    owner.state.tokens = TokenService(settings)
+    install_problem_handlers(owner)
+    owner.include_router(subject_keys_router(complaints_keys, state.sessions))
+    with serve_app(owner) as url:
+        world.consumer.opener = Opener.from_settings(
+            settings.model_copy(update={"service_urls": f"complaints={url}"}),
+            service="gateway",
+            store=state.keys,
+            session_factory=state.sessions,
+        )
+        world.consumer.process_record("cases.events", case_id.encode(), sealed.to_json_bytes())
+    with state.sessions() as s:
         delivery = s.execute(
             select(OutboundDelivery).where(OutboundDelivery.case_id == case_id)
         ).scalar_one()
         assert delivery.subject_id == subject
         body = bytes(delivery.payload).decode()
-    assert json.loads(body)["data"]["status"] == "awaiting_merchant"
-    assert lan.found_in(body) == []
+    data = json.loads(body)["data"]
+    assert data["status"] == "awaiting_merchant"
+    assert data["desired_outcome"] == lan.wish  # opened: the platform answers the claim
+    assert [s for s in lan.found_in(body) if s != lan.wish] == []
     assert subject not in body
     assert "sealed" not in body
 
@@ -824,7 +839,8 @@ def test_the_worker_runs_the_gateway_rules_and_consumes_privacy_events(settings,
         assert {"outbox_sent", "inbox"} <= set(names)
         assert "privacy.events" in parts.consumer.topics
         assert "privacy.erasure_requested" in parts.consumer.handlers
-        assert parts.consumer.opener is None  # it never opens case events' personal data
+        # It opens case and mediation events for the platform (contacts stripped on the way out).
+        assert parts.consumer.opener is not None
     finally:
         parts.producer.close()
         parts.dispatcher.close()

@@ -16,7 +16,7 @@ from odr_shared.events import CASES_TOPIC, MEDIATION_TOPIC, ORDERS_TOPIC, PRIVAC
 from odr_shared.kafka import EventConsumer, make_producer
 from odr_shared.logs import configure_logging
 from odr_shared.outbox import OutboxRelay
-from odr_shared.privacy import KeyStore
+from odr_shared.privacy import KeyStore, Opener
 from odr_shared.retention import Purger
 from odr_shared.worker import run_worker
 
@@ -45,7 +45,8 @@ def build_parts(settings: GatewaySettings) -> Parts:
     )
     sessions = make_session_factory(engine)
     cipher = DataCipher(settings.data_encryption_key)
-    subjects = Subjects(settings, KeyStore.from_settings(settings))
+    store = KeyStore.from_settings(settings)
+    subjects = Subjects(settings, store)
     producer = make_producer(settings.kafka_bootstrap_servers, "gateway-relay")
     relay = OutboxRelay(
         engine,
@@ -54,8 +55,12 @@ def build_parts(settings: GatewaySettings) -> Parts:
         batch_size=settings.outbox_batch_size,
         name="gateway",
     )
-    # No opener: the gateway needs no personal data from case and mediation events (what it
-    # forwards to platforms has the consumer's contact stripped), so it never decrypts them.
+    # The platform is a party to its cases: its webhooks carry offers, proposals, decisions and
+    # their reasons, so the consumer opens sealed case and mediation events (keys from
+    # complaints and mediation); `redact_for_platform` still strips the consumer's contact.
+    opener = Opener.from_settings(
+        settings, service="gateway", store=store, session_factory=sessions
+    )
     consumer = EventConsumer(
         settings=settings,
         group_id=CONSUMER_GROUP,
@@ -63,6 +68,7 @@ def build_parts(settings: GatewaySettings) -> Parts:
         topics=CONSUMED_TOPICS,
         session_factory=sessions,
         producer=producer,
+        opener=opener,
     )
     dispatcher = OutboundDispatcher(sessions, cipher, settings)
     purger = Purger.from_settings(engine, rules(settings), settings)
