@@ -40,7 +40,7 @@ request's platform's when it names one; never a case recorded for another subjec
   subject id so a later request finds it; everything else of the case is anonymised, the
   subject's keys are destroyed (every copy of the award in mediation.events becomes unreadable;
   the database copy is the record kept) and the report is `deferred` with that `until`. After
-  it, a new request (or the retention purge of the timeline) erases the reasons too.
+  it, a new request erases the reasons too (complaints asks again at `until`).
 - When nothing of the subject is open, the subject's keys are destroyed (and the per-case
   subjects' keys of the erased cases): every sealed copy in mediation.events and in outbox rows
   is unreadable from then on.

@@ -548,3 +548,28 @@ def test_old_routing_and_timeline_rows_of_closed_cases_are_purged_and_dry_run_re
         assert session.get(MediationCase, old_closed) is not None  # the statistics stay
     assert purger.purge(dry_run=True)["mediation.routing_decisions"] == 0
     engine.dispose()
+
+
+def test_the_key_endpoint_gives_services_the_keys_until_the_subject_is_erased(
+    client: TestClient, settings: MediationSettings, sessions, mediator: dict[str, Any]
+) -> None:
+    case_id = _take_case(sessions, settings, BUYER_A, "alpha")
+    _mediate(client, mediator["headers"], case_id, "alpha")
+    made = next(
+        parse_event(p)
+        for p in outbox_rows(sessions, MEDIATION_TOPIC)
+        if parse_event(p).type == "mediation.proposal_made"
+    )
+    kid = made.data.model_dump()["sealed"]["kid"]
+    url = "/internal/v1/subject-keys"
+    assert client.post(url, json={"kids": [kid]}).status_code == 401
+    assert (
+        client.post(url, json={"kids": [kid]}, headers=admin_headers(settings)).status_code == 403
+    )
+    r = client.post(url, json={"kids": [kid, "k_unknown"]}, headers=_service_headers(settings))
+    assert r.status_code == 200, r.text
+    assert set(r.json()["keys"]) == {kid}
+    _close(sessions, settings, case_id)
+    _request_erasure(sessions, settings, subject_for_phone(BUYER_A["phone"], settings))
+    r = client.post(url, json={"kids": [kid]}, headers=_service_headers(settings))
+    assert r.json()["keys"] == {}
