@@ -222,6 +222,7 @@ def test_an_erasure_request_on_the_broker_is_applied_and_reported(
         e
         for e in _events_for(broker.bootstrap, subject_id, want=1, topic=PRIVACY_TOPIC)
         if e.type == "privacy.erasure_reported"
+        and e.data.model_dump()["request_id"] == request.request_id
     ]
     assert len(reports) == 1
     report = reports[0].data.model_dump()
