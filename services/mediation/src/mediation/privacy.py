@@ -43,7 +43,9 @@ request's platform's when it names one; never a case recorded for another subjec
   it, a new request erases the reasons too (complaints asks again at `until`).
 - When nothing of the subject is open, the subject's keys are destroyed (and the per-case
   subjects' keys of the erased cases): every sealed copy in mediation.events and in outbox rows
-  is unreadable from then on.
+  is unreadable from then on. A marketplace's redaction (`platform_id` set) anonymises that
+  platform's cases only and keeps the subject's key, which also opens the events of their cases
+  on other platforms.
 - One `privacy.erasure_reported` (service `mediation`) goes out through the outbox in the same
   transaction, with what was done in `counts`.
 
@@ -305,8 +307,10 @@ def erase(
             f" / {len(open_cases)} case(s) still in mediation or arbitration, erased once closed:"
             f" {', '.join(open_cases)}"
         )
-    else:
+    elif request.platform_id is None:
         # Nothing of the subject is open: every sealed copy of their events becomes unreadable.
+        # (A marketplace's redaction covers its own cases only: the key also opens the events
+        # of the subject's cases on other platforms, so it stays.)
         counts["subject_keys"] += store.destroy(session, subject_id)
     if award_until is not None:
         until = award_until if until is None else max(until, award_until)

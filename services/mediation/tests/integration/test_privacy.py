@@ -573,3 +573,37 @@ def test_the_key_endpoint_gives_services_the_keys_until_the_subject_is_erased(
     _request_erasure(sessions, settings, subject_for_phone(BUYER_A["phone"], settings))
     r = client.post(url, json={"kids": [kid]}, headers=_service_headers(settings))
     assert r.json()["keys"] == {}
+
+
+def test_a_marketplace_redaction_erases_only_that_platforms_cases(
+    client: TestClient, settings: MediationSettings, sessions, mediator: dict[str, Any]
+) -> None:
+    on_1 = _take_case(sessions, settings, BUYER_A, "alpha")
+    on_2 = _take_case(sessions, settings, BUYER_A, "other", platform_id="plt_2")
+    _mediate(client, mediator["headers"], on_2, "other")
+    for case_id in (on_1, on_2):
+        _close(sessions, settings, case_id)
+    subject_a = subject_for_phone(BUYER_A["phone"], settings)
+    request = ErasureRequestedV1(
+        request_id="pr_platform",
+        subject_id=subject_a,
+        platform_id="plt_1",
+        requested_at=utcnow(),
+    )
+    with sessions() as session, session.begin():
+        report = privacy.erase(session, request, settings, privacy.sealer_of(session).store)
+    assert report.counts["cases"] == 1
+    assert _scan(sessions, [_texts("alpha")["reason"]]) == []
+    assert _scan(sessions, [_texts("other")["reason"]]) != []
+    with sessions() as session:
+        # The key also opens plt_2's case's events: a platform's redaction keeps it.
+        assert privacy.sealer_of(session).store.holds(session, subject_a)
+
+
+def test_a_subject_mediation_never_saw_is_reported_completed_with_nothing_done(
+    settings: MediationSettings, sessions
+) -> None:
+    report = _request_erasure(sessions, settings, subject_for_phone("+84977888999", settings))
+    assert report["status"] == "completed"
+    assert report["reason"] is None
+    assert set(report["counts"].values()) == {0}
