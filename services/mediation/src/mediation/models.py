@@ -230,3 +230,22 @@ class TimelineEntry(Base):
     actor_role: Mapped[str] = mapped_column(String(20))
     actor_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
     summary: Mapped[str] = mapped_column(Text)
+
+
+class PendingErasure(Base):
+    """An erasure request deferred because one of the subject's cases was still open.
+
+    When such a case leaves mediation (closed, decided) the request is applied again
+    (mediation.privacy.resume_erasures), so the erasure completes without anyone asking twice,
+    whichever of case.closed and the request arrives first.
+    """
+
+    __tablename__ = "pending_erasures"
+
+    request_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    subject_id: Mapped[str] = mapped_column(String(64), index=True)
+    platform_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    case_ids: Mapped[str] = mapped_column(Text, default="")  # comma separated
+    order_ids: Mapped[str] = mapped_column(Text, default="")  # comma separated
+    requested_at: Mapped[datetime]
+    deferred_at: Mapped[datetime]

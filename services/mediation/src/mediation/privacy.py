@@ -24,8 +24,12 @@ request's platform's when it names one; never a case recorded for another subjec
 - a case still open in mediation (waiting, mediation, arbitration) is left as it is: the
   neutrals and the parties still need it. The report is `deferred`, `until` =
   `PRIVACY_OPEN_CASE_DEFER_DAYS` from now, and the subject's keys are kept (the open case's
-  events must still open for complaints and notifications). Complaints asks again when the
-  case closes; a later request completes the erasure.
+  events must still open for complaints and notifications). Mediation remembers the request
+  (`pending_erasures`) and applies it again when complaints closes, resolves or withdraws the
+  case (`resume_erasures`): once none of the subject's cases is open, the erasure completes and a
+  second `privacy.erasure_reported` with the same request id says so. A request complaints sends
+  again after the case closed does the same (whichever arrives first; the other finds nothing
+  left to do).
 - a case decided or closed is anonymised at once: the masked consumer contact, the order's id
   and code and the subject id are cleared; proposals' terms, arbitrators' votes' reasons, the
   timeline's summaries (which hold messages, reasons, escalation texts) and the consumer's id as
@@ -77,6 +81,7 @@ from mediation.models import (
     Neutral,
     NeutralConflict,
     NeutralSkill,
+    PendingErasure,
     Proposal,
     TimelineEntry,
 )
@@ -250,9 +255,15 @@ def erase(
     settings: MediationSettings,
     store: KeyStore,
     now: datetime | None = None,
-) -> ErasureReportedV1:
+    *,
+    resumed: bool = False,
+) -> ErasureReportedV1 | None:
     """Erase or anonymise the subject's data here, in the caller's transaction, and report it
-    (through the outbox). See the module's docstring for what is kept, and why."""
+    (through the outbox). See the module's docstring for what is kept, and why.
+
+    `resumed`: a deferred request applied again because one of its cases closed; it reports
+    only once none of the subject's cases is open any more (None until then).
+    """
     now = now or utcnow()
     subject_id = request.subject_id
     cases = _subject_cases(
@@ -298,6 +309,21 @@ def erase(
     counts["deferred_cases"] = len(open_cases)
     for case_id in erased_case_ids:
         counts["subject_keys"] += store.destroy(session, case_subject(case_id))
+    pending = session.get(PendingErasure, request.request_id)
+    if open_cases and pending is None:
+        session.add(
+            PendingErasure(
+                request_id=request.request_id,
+                subject_id=subject_id,
+                platform_id=request.platform_id,
+                case_ids=",".join(request.case_ids),
+                order_ids=",".join(request.order_ids),
+                requested_at=request.requested_at,
+                deferred_at=now,
+            )
+        )
+    elif not open_cases and pending is not None:
+        session.delete(pending)
     reasons: list[str] = []
     until: datetime | None = None
     if open_cases:
@@ -319,6 +345,8 @@ def erase(
             f"{award_until.date().isoformat()} / arbitral award kept for enforcement until "
             f"{award_until.date().isoformat()} (Law on Enforcement of Civil Judgments Art. 30)"
         )
+    if resumed and open_cases:
+        return None  # still deferred, as already reported
     report = ErasureReportedV1(
         request_id=request.request_id,
         service=SERVICE,
@@ -341,6 +369,33 @@ def erase(
         extra={"request_id": request.request_id, "status": report.status, "counts": counts},
     )
     return report
+
+
+def resume_erasures(session: Session, case: MediationCase, settings: MediationSettings) -> int:
+    """The case left mediation (complaints closed, resolved or withdrew it): apply again the
+    requests deferred while it was open. Returns how many were applied."""
+    if case.stage in _OPEN:
+        return 0
+    match: list[ColumnElement[bool]] = [PendingErasure.case_ids.contains(case.case_id)]
+    if case.subject_id:
+        match.append(PendingErasure.subject_id == case.subject_id)
+    pending = list(
+        session.execute(
+            select(PendingErasure).where(or_(*match)).order_by(PendingErasure.deferred_at)
+        ).scalars()
+    )
+    store = sealer_of(session).store
+    for p in pending:
+        request = ErasureRequestedV1(
+            request_id=p.request_id,
+            subject_id=p.subject_id,
+            platform_id=p.platform_id,
+            case_ids=[c for c in p.case_ids.split(",") if c],
+            order_ids=[o for o in p.order_ids.split(",") if o],
+            requested_at=p.requested_at,
+        )
+        erase(session, request, settings, store, resumed=True)
+    return len(pending)
 
 
 # --- access -----------------------------------------------------------------------------------

@@ -690,6 +690,8 @@ def case_left(
         session, data.case_id, event_type, data.actor.role, data.actor.id, data.reason or event_type
     )
     release_case(session, data.case_id, Stage.CLOSED, event_type, settings)
+    # An erasure deferred while the case was open can complete now.
+    privacy.resume_erasures(session, case, settings)
 
 
 def proposal_answered(session: Session, data: CaseEventV1, accepted: bool) -> None:

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mediation import privacy, service
 from mediation.consumer import handlers
-from mediation.models import Base, Decision, MediationCase, Neutral, Proposal
+from mediation.models import Base, Decision, MediationCase, Neutral, PendingErasure, Proposal
 from mediation.settings import MediationSettings
 from odr_shared.auth import TokenService
 from odr_shared.db import make_engine, utcnow
@@ -93,16 +93,28 @@ def _close(sessions: sessionmaker[Session], settings: MediationSettings, case_id
         service.case_left(session, data, "case.closed", settings)
 
 
+def _reports(sessions: sessionmaker[Session], request_id: str) -> list[dict[str, Any]]:
+    """The privacy.erasure_reported mediation queued for one request, oldest first."""
+    out = []
+    for payload in outbox_rows(sessions, PRIVACY_TOPIC):
+        event = parse_event(payload)
+        data = event.data.model_dump(mode="json")
+        if event.type == "privacy.erasure_reported" and data["request_id"] == request_id:
+            out.append(data)
+    return out
+
+
 def _request_erasure(
     sessions: sessionmaker[Session],
     settings: MediationSettings,
     subject_id: str,
     case_ids: list[str] | None = None,
+    request_id: str | None = None,
 ) -> dict[str, Any]:
     """privacy.erasure_requested through mediation's handler, as the worker applies it;
     returns the privacy.erasure_reported it queued."""
     request = ErasureRequestedV1(
-        request_id=f"pr_{uuid.uuid4().hex[:10]}",
+        request_id=request_id or f"pr_{uuid.uuid4().hex[:10]}",
         subject_id=subject_id,
         case_ids=case_ids or [],
         requested_at=utcnow(),
@@ -115,11 +127,7 @@ def _request_erasure(
     ).to_json_bytes()
     with sessions() as session, session.begin():
         handlers(settings)["privacy.erasure_requested"](session, parse_event(raw))
-    reports = [parse_event(p) for p in outbox_rows(sessions, PRIVACY_TOPIC)]
-    mine = [r for r in reports if r.data.model_dump()["request_id"] == request.request_id]
-    assert len(mine) == 1
-    assert mine[0].type == "privacy.erasure_reported"
-    return mine[0].data.model_dump(mode="json")
+    return _reports(sessions, request.request_id)[-1]
 
 
 def _scan(sessions: sessionmaker[Session], needles: list[str]) -> list[str]:
@@ -308,11 +316,40 @@ def test_erasure_of_an_open_case_is_deferred_with_reason_and_until(
         == _texts("alpha")["terms"]
     )
 
-    # Once the case has closed, a later request completes the erasure.
+    # When complaints closes the case, the deferred request completes without being asked again.
     _close(sessions, settings, open_case)
-    report = _request_erasure(sessions, settings, subject_a)
-    assert report["status"] == "completed"
+    reports = _reports(sessions, report["request_id"])
+    assert [r["status"] for r in reports] == ["deferred", "completed"]
+    assert reports[1]["counts"]["cases"] == 1  # the other was erased at once
+    assert reports[1]["counts"]["proposals"] == 1
     assert _scan(sessions, _needles(BUYER_A, "alpha")) == []
+    with sessions() as session:
+        assert not privacy.sealer_of(session).store.holds(session, subject_a)
+        assert session.execute(select(PendingErasure)).first() is None
+    # A request sent again after the close finds nothing left to do.
+    again = _request_erasure(sessions, settings, subject_a, request_id=report["request_id"])
+    assert again["status"] == "completed"
+    assert again["counts"]["proposals"] == 0
+
+
+def test_a_deferred_erasure_waits_for_every_open_case_of_the_subject(
+    client: TestClient, settings: MediationSettings, sessions, mediator: dict[str, Any]
+) -> None:
+    first = _take_case(sessions, settings, BUYER_A, "first")
+    second = _take_case(sessions, settings, BUYER_A, "second")
+    report = _request_erasure(sessions, settings, subject_for_phone(BUYER_A["phone"], settings))
+    assert report["counts"]["deferred_cases"] == 2
+    _close(sessions, settings, first)
+    # One case is still open: the first one is erased, nothing more is reported yet.
+    assert [r["status"] for r in _reports(sessions, report["request_id"])] == ["deferred"]
+    assert _scan(sessions, [_texts("first")["reason"]]) == []
+    assert _scan(sessions, [_texts("second")["reason"]]) != []
+    _close(sessions, settings, second)
+    assert [r["status"] for r in _reports(sessions, report["request_id"])] == [
+        "deferred",
+        "completed",
+    ]
+    assert _scan(sessions, [_texts("second")["reason"]]) == []
 
 
 def _report(data: dict[str, Any]) -> Any:
