@@ -527,63 +527,115 @@ def test_handlers_work_on_sealed_events_whose_personal_fields_cannot_be_opened(
         table["case.proposal_accepted"](session, answer)
 
 
-def test_old_routing_and_timeline_rows_of_closed_cases_are_purged_and_dry_run_removes_nothing(
+PURGED_TABLES = (
+    "routing_decisions",
+    "routing_reasons",
+    "case_timeline",
+    "proposals",
+    "arbitration_votes",
+    "decisions",
+    "mediation_cases",
+)
+
+
+def _snapshot(sessions: sessionmaker[Session]) -> dict[str, list[tuple[Any, ...]]]:
+    with sessions() as session:
+        return {
+            t: sorted(
+                (
+                    tuple(str(v) for v in row)
+                    for row in session.execute(select(Base.metadata.tables[t]))
+                ),
+            )
+            for t in PURGED_TABLES
+        }
+
+
+def _of_case(rows: list[tuple[Any, ...]], case_id: str) -> list[tuple[Any, ...]]:
+    return [r for r in rows if case_id in r]
+
+
+def test_retention_purges_only_what_is_past_its_period_and_dry_run_touches_nothing(
     client: TestClient, settings: MediationSettings, sessions, mediator: dict[str, Any]
 ) -> None:
     from mediation.retention import rules
     from odr_shared.retention import Purger
 
     old_closed = _take_case(sessions, settings, BUYER_A, "oldclosed")
+    _mediate(client, mediator["headers"], old_closed, "oldclosed")
+    _decide(client, settings, sessions, old_closed, "old award reasons")
     _close(sessions, settings, old_closed)
     new_closed = _take_case(sessions, settings, BUYER_A, "newclosed")
+    _mediate(client, mediator["headers"], new_closed, "newclosed")
     _close(sessions, settings, new_closed)
     old_open = _take_case(sessions, settings, BUYER_B, "oldopen")
+    _mediate(client, mediator["headers"], old_open, "oldopen")
     long_ago = utcnow() - timedelta(days=5000)
     with sessions() as session, session.begin():
-        for table, column in (("routing_decisions", "decided_at"), ("case_timeline", "at")):
+        for table, column in (
+            ("routing_decisions", "decided_at"),
+            ("case_timeline", "at"),
+            ("proposals", "created_at"),
+            ("arbitration_votes", "voted_at"),
+            ("decisions", "decided_at"),
+            ("mediation_cases", "updated_at"),
+        ):
             session.execute(
                 text(f"UPDATE {table} SET {column} = :t WHERE case_id IN (:a, :b)"),  # noqa: S608
                 {"t": long_ago, "a": old_closed, "b": old_open},
             )
-
-    def counts() -> dict[str, int]:
-        out = {}
-        with sessions() as session:
-            for table in ("routing_decisions", "routing_reasons", "case_timeline"):
-                for case_id in (old_closed, new_closed, old_open):
-                    key = "decision_id IN (SELECT decision_id FROM routing_decisions WHERE case_id = :c)"
-                    where = key if table == "routing_reasons" else "case_id = :c"
-                    out[f"{table}:{case_id}"] = session.execute(
-                        text(f"SELECT COUNT(*) FROM {table} WHERE {where}"),  # noqa: S608
-                        {"c": case_id},
-                    ).scalar_one()
-        return out
-
-    before = counts()
-    assert before[f"routing_decisions:{old_closed}"] == 1
-    assert before[f"routing_reasons:{old_closed}"] >= 1
-    assert before[f"case_timeline:{old_closed}"] == 3  # escalated, assigned, closed
+    before = _snapshot(sessions)
+    routed = len(_of_case(before["routing_decisions"], old_closed))
+    entries = len(_of_case(before["case_timeline"], old_closed))
+    assert routed == 2  # the mediator, then the arbitrator
+    assert entries >= 6
     engine = make_engine(settings.database_url)
     purger = Purger(engine, rules(settings), batch_size=1)
 
     dry = purger.purge(dry_run=True)
 
-    assert dry["mediation.routing_decisions"] == 1
-    assert dry["mediation.case_timeline"] == 3
-    assert counts() == before
+    assert _snapshot(sessions) == before
+    expected = {
+        "mediation.routing_decisions": routed,
+        "mediation.case_timeline": entries,
+        "mediation.proposal_terms": 1,
+        "mediation.vote_reasons": 1,
+        "mediation.case_contacts": 1,
+        "mediation.award_reasons": 1,
+    }
+    assert {k: v for k, v in dry.items() if k.startswith("mediation.")} == expected
 
     done = purger.purge()
 
-    assert done["mediation.routing_decisions"] == 1
-    assert done["mediation.case_timeline"] == 3
-    after = counts()
-    for table in ("routing_decisions", "routing_reasons", "case_timeline"):
-        assert after[f"{table}:{old_closed}"] == 0
-        assert after[f"{table}:{new_closed}"] == before[f"{table}:{new_closed}"] > 0
-        assert after[f"{table}:{old_open}"] == before[f"{table}:{old_open}"] > 0
+    assert {k: v for k, v in done.items() if k.startswith("mediation.")} == expected
+    after = _snapshot(sessions)
+    for table in ("routing_decisions", "case_timeline"):
+        assert _of_case(after[table], old_closed) == []
+    # routing_reasons went with their decisions (the cascade).
+    assert len(after["routing_reasons"]) < len(before["routing_reasons"])
+    for case_id in (new_closed, old_open):
+        for table in PURGED_TABLES:
+            assert _of_case(after[table], case_id) == _of_case(before[table], case_id), table
     with sessions() as session:
-        assert session.get(MediationCase, old_closed) is not None  # the statistics stay
-    assert purger.purge(dry_run=True)["mediation.routing_decisions"] == 0
+        case = session.get(MediationCase, old_closed)
+        assert case is not None  # the statistics stay
+        assert case.consumer_name is None
+        assert case.consumer_phone is None
+        assert case.claimed_amount == 300_000
+        proposal = session.execute(
+            select(Proposal).where(Proposal.case_id == old_closed)
+        ).scalar_one()
+        assert proposal.terms == privacy.ERASED
+        assert proposal.outcome == "full_refund"
+        decision = session.get(Decision, old_closed)
+        assert decision is not None
+        assert decision.reasons == privacy.ERASED
+        assert decision.amount == 300_000
+    assert _scan(sessions, [_texts("oldclosed")["terms"], "old award reasons"]) == []
+    again = purger.purge(dry_run=True)
+    assert {k: v for k, v in again.items() if k.startswith("mediation.")} == dict.fromkeys(
+        expected, 0
+    )
     engine.dispose()
 
 
