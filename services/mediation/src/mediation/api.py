@@ -306,11 +306,12 @@ def post_decision(
 
 @router.post("/internal/v1/privacy/export", tags=["internal"], response_model=PrivacyExportOut)
 def post_privacy_export(
-    body: PrivacyExportIn, _caller: ServiceParty, session: UnitOfWork
+    body: PrivacyExportIn, request: Request, _caller: ServiceParty, session: UnitOfWork
 ) -> PrivacyExportOut:
     """Everything mediation holds about one data subject, in clear, for their access request."""
+    records = privacy.export(
+        session, body.subject_id, body.order_ids, body.case_ids, settings_of(request)
+    )
     return PrivacyExportOut(
-        subject_id=body.subject_id,
-        generated_at=utcnow().isoformat(),
-        records=privacy.export(session, body.subject_id, body.order_ids, body.case_ids),
+        subject_id=body.subject_id, generated_at=utcnow().isoformat(), records=records
     )

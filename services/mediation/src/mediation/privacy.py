@@ -55,7 +55,8 @@ request's platform's when it names one; never a case recorded for another subjec
 
 Access (`export`): everything mediation holds about the subject's cases, in clear (mediation
 keeps no ciphertexts in its tables), and nothing of anyone else: no neutral's name or contact,
-no case recorded for another subject.
+no case recorded for another subject. A subject who is a neutral (by their phone) also gets
+their profile (`neutral_profiles`).
 """
 
 from __future__ import annotations
@@ -405,8 +406,41 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
+def _neutral_profiles(
+    session: Session, subject_id: str, settings: MediationSettings
+) -> list[dict[str, Any]]:
+    """The subject as a neutral (by their phone): their profile and how much they handled."""
+    out = []
+    for n in session.execute(select(Neutral).order_by(Neutral.created_at)).scalars():
+        if not n.phone or neutral_subject(n.phone, n.neutral_id, settings) != subject_id:
+            continue
+        handled = session.execute(
+            select(Assignment.role, Assignment.status).where(Assignment.neutral_id == n.neutral_id)
+        ).all()
+        out.append(
+            {
+                "neutral_id": n.neutral_id,
+                "name": n.name,
+                "email": n.email,
+                "phone": n.phone,
+                "roles": n.roles.split(","),
+                "regions": [r for r in n.regions.split(",") if r],
+                "language": n.language,
+                "max_active_cases": n.max_active_cases,
+                "on_leave": n.on_leave,
+                "created_at": _iso(n.created_at),
+                "assignments": len(handled),
+            }
+        )
+    return out
+
+
 def export(
-    session: Session, subject_id: str, order_ids: list[str], case_ids: list[str]
+    session: Session,
+    subject_id: str,
+    order_ids: list[str],
+    case_ids: list[str],
+    settings: MediationSettings | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
     """Everything mediation holds about the subject, by kind; nothing of anyone else."""
     cases = _subject_cases(session, subject_id, case_ids, order_ids, None, lock=False)
@@ -417,6 +451,9 @@ def export(
         "proposals": [],
         "decisions": [],
         "timeline": [],
+        "neutral_profiles": _neutral_profiles(
+            session, subject_id, settings or settings_of(session)
+        ),
     }
     for c in cases:
         records["cases"].append(

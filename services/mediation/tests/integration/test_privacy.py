@@ -460,6 +460,20 @@ def test_the_export_holds_the_subjects_cases_and_nothing_of_anyone_else(
     body["case_ids"] = [b]
     r = client.post("/internal/v1/privacy/export", json=body, headers=_service_headers(settings))
     assert b not in r.text
+    assert records["neutral_profiles"] == []
+
+    # A neutral is a subject too, by their phone: they get their profile, and no case's data.
+    as_neutral = {"subject_id": subject_for_phone(mediator["phone"], settings)}
+    r = client.post(
+        "/internal/v1/privacy/export", json=as_neutral, headers=_service_headers(settings)
+    )
+    assert r.status_code == 200, r.text
+    profiles = r.json()["records"]["neutral_profiles"]
+    assert [(p["neutral_id"], p["email"], p["assignments"]) for p in profiles] == [
+        (mediator["neutral_id"], mediator["email"], 4)
+    ]
+    assert r.json()["records"]["cases"] == []
+    assert "password" not in r.text
 
 
 def test_a_neutral_who_left_is_erased_and_keeps_their_statistics(
