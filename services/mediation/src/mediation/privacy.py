@@ -377,7 +377,9 @@ def resume_erasures(session: Session, case: MediationCase, settings: MediationSe
     requests deferred while it was open. Returns how many were applied."""
     if case.stage in _OPEN:
         return 0
-    match: list[ColumnElement[bool]] = [PendingErasure.case_ids.contains(case.case_id)]
+    match: list[ColumnElement[bool]] = [
+        PendingErasure.case_ids.contains(case.case_id, autoescape=True)
+    ]
     if case.subject_id:
         match.append(PendingErasure.subject_id == case.subject_id)
     pending = list(
