@@ -3,6 +3,8 @@ outbox, purges what is past its retention."""
 
 from __future__ import annotations
 
+from kafka import KafkaProducer
+
 from mediation import privacy, retention
 from mediation.consumer import GROUP_ID, handlers
 from mediation.settings import MediationSettings, get_settings
@@ -28,6 +30,12 @@ class Purging(Stoppable):
 
     def stop(self) -> None:
         self.purger.stop()
+
+
+def _close(producer: KafkaProducer, opener: Opener) -> None:
+    producer.close()
+    if opener.client is not None:
+        opener.client.close()
 
 
 def main(settings: MediationSettings | None = None) -> None:
@@ -64,7 +72,7 @@ def main(settings: MediationSettings | None = None) -> None:
         [consumer, relay, Sweeper(sessions, settings), Purging(purger)],
         bootstrap_servers=settings.kafka_bootstrap_servers,
         topics=[CASES_TOPIC, MEDIATION_TOPIC, NOTIFICATIONS_TOPIC, PRIVACY_TOPIC],
-        on_stop=producer.close,
+        on_stop=lambda: _close(producer, opener),
     )
 
 
