@@ -18,6 +18,7 @@ from odr_shared.auth import TokenService
 from odr_shared.db import make_engine, make_session_factory
 from odr_shared.events import Actor, CaseEventV1, CaseStatus, Contact
 from odr_shared.migrate import upgrade
+from odr_shared.privacy import Opener
 
 PASSWORD = "correct horse battery staple"
 
@@ -43,8 +44,12 @@ def settings(database_url: str) -> MediationSettings:
 
 @pytest.fixture
 def sessions(settings: MediationSettings) -> Iterator[sessionmaker[Session]]:
+    from mediation import privacy
+
     engine = make_engine(settings.database_url)
-    yield make_session_factory(engine)
+    factory = make_session_factory(engine)
+    privacy.install(factory, settings)
+    yield factory
     engine.dispose()
 
 
@@ -135,22 +140,59 @@ def escalate(sessions: sessionmaker[Session], settings: MediationSettings, **kw:
 
 
 def outbox(sessions: sessionmaker[Session]) -> list[tuple[str, dict[str, Any]]]:
-    """(type, payload) of every event mediation queued, oldest first."""
+    """(type, payload) of every event mediation queued, oldest first, opened with mediation's
+    own keys (every one of them is sealed: the personal fields of one whose key is destroyed
+    come back at their defaults)."""
     from sqlalchemy import select
 
-    from odr_shared.events import MEDIATION_TOPIC, parse_event
+    from odr_shared.events import MEDIATION_TOPIC, SealedPayloadV2, parse_event
     from odr_shared.outbox import _OUTBOX
 
     with sessions() as session:
         rows = session.execute(
             select(_OUTBOX.c.topic, _OUTBOX.c.payload).order_by(_OUTBOX.c.id)
         ).all()
+    opener = local_opener(sessions)
     out = []
     for topic, payload in rows:
-        assert topic == MEDIATION_TOPIC
+        if topic != MEDIATION_TOPIC:
+            continue
         ev = parse_event(bytes(payload))
-        out.append((ev.type, ev.data.model_dump(mode="json")))
+        assert isinstance(ev.data, SealedPayloadV2), f"{ev.type} left unsealed"
+        opened = opener.open(ev)
+        assert opened is not None
+        out.append((opened.type, opened.data.model_dump(mode="json")))
     return out
+
+
+def local_opener(sessions: sessionmaker[Session]) -> Any:
+    """An opener of mediation's own sealed events, from its database only (no HTTP)."""
+    from mediation import privacy
+
+    with sessions() as session:
+        sealer = privacy.sealer_of(session)
+    return Opener(
+        service=privacy.SERVICE,
+        client=None,
+        store=sealer.store,
+        session_factory=sessions,
+        cache_s=0,
+    )
+
+
+def outbox_rows(sessions: sessionmaker[Session], topic: str) -> list[bytes]:
+    """The raw payloads queued for `topic`, oldest first: what Kafka will carry."""
+    from sqlalchemy import select
+
+    from odr_shared.outbox import _OUTBOX
+
+    with sessions() as session:
+        return [
+            bytes(p)
+            for (p,) in session.execute(
+                select(_OUTBOX.c.payload).where(_OUTBOX.c.topic == topic).order_by(_OUTBOX.c.id)
+            )
+        ]
 
 
 def route_escalations(database_url: str, case_ids: list[str], start: Any = None) -> None:

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request, Response
 from sqlalchemy.orm import Session, sessionmaker
 
-from mediation import service
+from mediation import privacy, service
 from mediation.complaints_client import ComplaintsClient, ComplaintsRefused, ComplaintsUnavailable
 from mediation.models import Neutral
 from mediation.schemas import (
@@ -20,11 +20,21 @@ from mediation.schemas import (
     NeutralCreated,
     NeutralIn,
     NeutralPatch,
+    PrivacyExportIn,
+    PrivacyExportOut,
     ProposalIn,
     TokenOut,
 )
 from mediation.settings import MediationSettings
-from odr_shared.auth import AdminParty, CurrentParty, Party, TokenService, require_role
+from odr_shared.auth import (
+    AdminParty,
+    CurrentParty,
+    Party,
+    ServiceParty,
+    TokenService,
+    require_role,
+)
+from odr_shared.db import utcnow
 from odr_shared.problems import Problem
 from odr_shared.ratelimit import Limit, hit
 
@@ -113,6 +123,19 @@ def patch_neutral(
         changes.pop("working_hours", None)
     n = service.update_neutral(session, neutral_id, changes, settings_of(request))
     return service.neutral_view(session, n)
+
+
+@router.delete("/v1/neutrals/{neutral_id}/personal-data", tags=["neutrals"])
+def delete_neutral_personal_data(
+    neutral_id: str, request: Request, _admin: AdminParty, session: UnitOfWork
+) -> dict[str, Any]:
+    """Erase a neutral who left (admin): name, e-mail, phone, login and the keys their contact
+    travelled under go; their assignments and decisions stay under their id, for statistics.
+    409 while they still have active cases."""
+    counts = privacy.erase_neutral(
+        session, neutral_id, settings_of(request), request.app.state.keys
+    )
+    return {"neutral_id": neutral_id, "status": "erased", "counts": counts}
 
 
 @router.get("/v1/queue", tags=["routing"])
@@ -276,3 +299,19 @@ def post_decision(
         "votes": votes,
         "panel_size": size,
     }
+
+
+# --- personal data (other platform services only) ---------------------------------------------
+
+
+@router.post("/internal/v1/privacy/export", tags=["internal"], response_model=PrivacyExportOut)
+def post_privacy_export(
+    body: PrivacyExportIn, request: Request, _caller: ServiceParty, session: UnitOfWork
+) -> PrivacyExportOut:
+    """Everything mediation holds about one data subject, in clear, for their access request."""
+    records = privacy.export(
+        session, body.subject_id, body.order_ids, body.case_ids, settings_of(request)
+    )
+    return PrivacyExportOut(
+        subject_id=body.subject_id, generated_at=utcnow().isoformat(), records=records
+    )

@@ -10,6 +10,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from odr_shared.db import TYPE_ANNOTATION_MAP, new_metadata, utcnow
 from odr_shared.inbox import inbox_table
 from odr_shared.outbox import outbox_table
+from odr_shared.privacy import subject_keys_table
 from odr_shared.ratelimit import rate_limit_table
 
 
@@ -21,6 +22,8 @@ class Base(DeclarativeBase):
 outbox_table(Base.metadata)
 inbox_table(Base.metadata)
 rate_limit_table(Base.metadata)
+# The data keys of the subjects whose personal data mediation seals into mediation.events.
+subject_keys_table(Base.metadata)
 
 
 class Neutral(Base):
@@ -102,6 +105,9 @@ class MediationCase(Base):
     consumer_name: Mapped[str | None] = mapped_column(String(200), nullable=True)  # masked
     consumer_phone: Mapped[str | None] = mapped_column(String(40), nullable=True)  # masked
     consumer_email: Mapped[str | None] = mapped_column(String(254), nullable=True)  # masked
+    # The buyer as a data subject (odr_shared.privacy): their erasure and access requests find
+    # the case by it, and the case's events are sealed under their key.
+    subject_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     stage: Mapped[str] = mapped_column(String(20))  # mediation.domain.Stage
     # While waiting: which role it waits for and since when (the queue's order).
     waiting_role: Mapped[str | None] = mapped_column(String(20), nullable=True)
@@ -224,3 +230,22 @@ class TimelineEntry(Base):
     actor_role: Mapped[str] = mapped_column(String(20))
     actor_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
     summary: Mapped[str] = mapped_column(Text)
+
+
+class PendingErasure(Base):
+    """An erasure request deferred because one of the subject's cases was still open.
+
+    When such a case leaves mediation (closed, decided) the request is applied again
+    (mediation.privacy.resume_erasures), so the erasure completes without anyone asking twice,
+    whichever of case.closed and the request arrives first.
+    """
+
+    __tablename__ = "pending_erasures"
+
+    request_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    subject_id: Mapped[str] = mapped_column(String(64), index=True)
+    platform_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    case_ids: Mapped[str] = mapped_column(Text, default="")  # comma separated
+    order_ids: Mapped[str] = mapped_column(Text, default="")  # comma separated
+    requested_at: Mapped[datetime]
+    deferred_at: Mapped[datetime]

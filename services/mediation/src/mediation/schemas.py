@@ -95,3 +95,18 @@ class DecisionIn(BaseModel):
 
 class MessageIn(BaseModel):
     body: str = Field(min_length=1, max_length=5000)
+
+
+class PrivacyExportIn(BaseModel):
+    """What complaints asks for one subject's access request."""
+
+    subject_id: str = Field(min_length=1, max_length=64)
+    order_ids: list[str] = Field(default_factory=list, max_length=10_000)
+    case_ids: list[str] = Field(default_factory=list, max_length=10_000)
+
+
+class PrivacyExportOut(BaseModel):
+    service: Literal["mediation"] = "mediation"
+    subject_id: str
+    generated_at: str
+    records: dict[str, list[dict[str, object]]]

@@ -13,6 +13,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from mediation import privacy
 from mediation import repository as repo
 from mediation.domain import (
     ARBITRATOR,
@@ -258,11 +259,23 @@ def _timeline(
     )
 
 
-def _publish(session: Session, event_type: str, case: MediationCase, **fields: Any) -> None:
+def _publish(
+    session: Session,
+    event_type: str,
+    case: MediationCase,
+    *,
+    subject_id: str | None = None,
+    **fields: Any,
+) -> None:
+    """Queue a mediation.events event, its personal fields sealed (mediation.privacy): under
+    `subject_id` when given (a neutral's contact), else under the case's buyer."""
     fields.setdefault("actor", Actor(role="system"))
     payload = MediationEventV1(case_id=case.case_id, platform_id=case.platform_id, **fields)
     event = build_event(source=SOURCE, event_type=event_type, subject=case.case_id, data=payload)
-    add_to_outbox(session, MEDIATION_TOPIC, case.case_id, event)
+    sealed = privacy.sealer_of(session).seal(
+        session, event, subject_id or privacy.event_subject(case)
+    )
+    add_to_outbox(session, MEDIATION_TOPIC, case.case_id, sealed)
 
 
 def _contact(n: repo.Taken) -> Contact:
@@ -429,6 +442,8 @@ def _assign(
         if role == ARBITRATOR:
             details["panel_size"] = panel_size(case.claimed_amount, settings.panel_threshold_vnd)
         common: dict[str, Any] = {
+            # The event carries the neutral's contact: it is theirs (mediation.privacy).
+            "subject_id": privacy.neutral_subject(neutral.phone, nid, settings),
             "neutral_id": nid,
             "neutral_role": role,
             "neutral_ids": panel if role == ARBITRATOR else [nid],
@@ -610,6 +625,7 @@ def take_escalated_case(
         consumer_name=mask_name(data.consumer.name) if data.consumer.name else None,
         consumer_phone=mask_phone(data.consumer.phone) if data.consumer.phone else None,
         consumer_email=mask_email(data.consumer.email) if data.consumer.email else None,
+        subject_id=privacy.buyer_subject(data, settings),
         stage=Stage.WAITING.value,
         waiting_role=None,
         escalated_at=at,
@@ -657,15 +673,25 @@ def release_case(
     return freed
 
 
+def _learn_subject(case: MediationCase, data: CaseEventV1, settings: MediationSettings) -> None:
+    """A case taken in before its buyer could be named learns them from a later event."""
+    if case.subject_id is None:
+        case.subject_id = privacy.buyer_subject(data, settings)
+
+
 def case_left(
     session: Session, data: CaseEventV1, event_type: str, settings: MediationSettings
 ) -> None:
-    if session.get(MediationCase, data.case_id) is None:
+    case = session.get(MediationCase, data.case_id)
+    if case is None:
         return
+    _learn_subject(case, data, settings)
     _timeline(
         session, data.case_id, event_type, data.actor.role, data.actor.id, data.reason or event_type
     )
     release_case(session, data.case_id, Stage.CLOSED, event_type, settings)
+    # An erasure deferred while the case was open can complete now.
+    privacy.resume_erasures(session, case, settings)
 
 
 def proposal_answered(session: Session, data: CaseEventV1, accepted: bool) -> None:

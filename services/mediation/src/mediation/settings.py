@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date
 from functools import lru_cache
 
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from odr_shared.settings import ServiceSettings
@@ -30,6 +30,42 @@ class MediationSettings(ServiceSettings):
     token_ttl_s: int = Field(8 * 3600, ge=60)
     login_max_attempts: int = Field(10, ge=1)
     login_window_s: int = Field(300, ge=1)
+
+    # --- personal data (docs/privacy.md) ---
+    # Routing decisions (who was considered, who was chosen, why) of a closed or decided case
+    # are purged this many days after they were made.
+    retention_routing_days: float = Field(
+        365, ge=1, validation_alias=AliasChoices("RETENTION_ROUTING_DAYS", "retention_routing_days")
+    )
+    # Timeline entries of a closed or decided case are purged this many days after they happened
+    # (3 years: the Civil Code's limitation period for a contract claim, Art. 429).
+    retention_case_timeline_days: float = Field(
+        1095,
+        ge=1,
+        validation_alias=AliasChoices(
+            "RETENTION_CASE_TIMELINE_DAYS", "retention_case_timeline_days"
+        ),
+    )
+    # An arbitral award's reasons are kept this long after the decision, also against an erasure
+    # request (5 years: the time limit to request enforcement of a judgment or an arbitral award,
+    # Law on Enforcement of Civil Judgments Art. 30); see mediation.privacy.
+    retention_arbitration_award_days: float = Field(
+        1825,
+        ge=0,
+        validation_alias=AliasChoices(
+            "RETENTION_ARBITRATION_AWARD_DAYS", "retention_arbitration_award_days"
+        ),
+    )
+    # An erasure request that finds one of the subject's cases still open is deferred; this is
+    # the `until` it reports (the case is expected to have closed by then; complaints asks again
+    # when it closes, and a later request completes the erasure).
+    privacy_open_case_defer_days: float = Field(
+        30,
+        ge=1,
+        validation_alias=AliasChoices(
+            "PRIVACY_OPEN_CASE_DEFER_DAYS", "privacy_open_case_defer_days"
+        ),
+    )
 
     @field_validator("holidays")
     @classmethod

@@ -19,6 +19,7 @@ from mediation_testkit import PASSWORD, case_event, neutral_body
 
 from odr_shared.auth import TokenService
 from odr_shared.events import CASES_TOPIC, MEDIATION_TOPIC, build_event, parse_event
+from odr_shared.privacy import Opener
 from odr_shared.settings import ServiceSettings
 
 pytestmark = pytest.mark.e2e
@@ -152,9 +153,18 @@ def test_escalate_assign_propose_arbitrate_decide_on_the_stack(stack: Any) -> No
         "case.assigned",
         "arbitration.decided",
     ]
-    assert seen[0].data.neutral_id == mediator_id
-    assert seen[3].data.neutral_role == "arbitrator"
-    assert seen[3].data.neutral_id != mediator_id
-    assert seen[4].data.decision["amount"] == 4_000_000
+    # Sealed on the topic: another service opens them with keys from mediation's key endpoint.
+    assert "decision" not in seen[4].data.model_dump()
+    opener = Opener.from_settings(
+        ServiceSettings(service_urls=f"mediation={base}"), service="complaints"
+    )
+    opened = [opener.open(e) for e in seen]
+    assert all(e is not None for e in opened)
+    assert opened[0].data.neutral_id == mediator_id  # type: ignore[union-attr]
+    assert opened[0].data.neutral_contact.email == mediator["email"]  # type: ignore[union-attr]
+    assert opened[3].data.neutral_role == "arbitrator"  # type: ignore[union-attr]
+    assert opened[3].data.neutral_id != mediator_id  # type: ignore[union-attr]
+    assert opened[4].data.decision["amount"] == 4_000_000  # type: ignore[union-attr]
+    assert opened[1].data.proposal["terms"] == "Hoàn 2.000.000 đồng"  # type: ignore[union-attr]
     # The neutrals' dashboard is served by the running API.
     assert "Đăng nhập" in httpx.get(f"{base}/dashboard/login").text

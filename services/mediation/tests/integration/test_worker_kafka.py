@@ -8,19 +8,30 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
-from mediation_testkit import case_event, make_settings, neutral_body
+from mediation_testkit import case_event, local_opener, make_settings, neutral_body
 from sqlalchemy import select
 
-from mediation import SERVICE_ROOT, service
-from mediation.models import Assignment, Neutral
+from mediation import SERVICE_ROOT, privacy, service
+from mediation.models import Assignment, MediationCase, Neutral
 from odr_shared.db import make_engine, make_session_factory
-from odr_shared.events import CASES_TOPIC, MEDIATION_TOPIC, build_event, parse_event
+from odr_shared.events import (
+    CASES_TOPIC,
+    MEDIATION_TOPIC,
+    PRIVACY_TOPIC,
+    CaseStatus,
+    Contact,
+    ErasureRequestedV1,
+    build_event,
+    parse_event,
+)
 from odr_shared.kafka import ensure_topics
 from odr_shared.migrate import upgrade
+from odr_shared.privacy import subject_for_phone
 from odr_shared.testing import TansuBroker
 
 pytestmark = pytest.mark.kafka
@@ -29,7 +40,7 @@ pytestmark = pytest.mark.kafka
 @pytest.fixture
 def worker(broker: TansuBroker, database_url: str, tmp_path: Path) -> Iterator[str]:
     upgrade(SERVICE_ROOT, database_url)
-    ensure_topics(broker.bootstrap, [CASES_TOPIC, MEDIATION_TOPIC])
+    ensure_topics(broker.bootstrap, [CASES_TOPIC, MEDIATION_TOPIC, PRIVACY_TOPIC])
     env = {
         **os.environ,
         "MEDIATION_DATABASE_URL": database_url,
@@ -57,9 +68,11 @@ def worker(broker: TansuBroker, database_url: str, tmp_path: Path) -> Iterator[s
         log.close()
 
 
-def _events_for(bootstrap: str, case_id: str, want: int, timeout_s: float = 40) -> list:
+def _events_for(
+    bootstrap: str, case_id: str, want: int, timeout_s: float = 40, topic: str = MEDIATION_TOPIC
+) -> list:
     consumer = KafkaConsumer(
-        MEDIATION_TOPIC,
+        topic,
         bootstrap_servers=bootstrap,
         group_id=f"test-{uuid.uuid4().hex[:8]}",
         auto_offset_reset="earliest",
@@ -113,10 +126,16 @@ def test_case_escalated_on_the_broker_is_assigned_once_and_published(
 
     events = _events_for(broker.bootstrap, data.case_id, want=1)
     assert [e.type for e in events] == ["case.assigned"]
-    assigned = events[0].data
+    # On the topic the neutral's contact is sealed; mediation's key opens it.
+    assert "neutral_contact" not in events[0].data.model_dump()
+    privacy.install(sessions, settings)
+    opened = local_opener(sessions).open(events[0])
+    assert opened is not None
+    assigned = opened.data
     assert assigned.neutral_id == nid
     assert assigned.neutral_role == "mediator"
     assert assigned.neutral_contact.language == "vi"
+    assert assigned.neutral_contact.email == spec["email"]
     assert events[0].source == "odr/mediation"
 
     # A later event on the same key is applied after the duplicate: once the withdrawal has
@@ -153,4 +172,67 @@ def test_case_escalated_on_the_broker_is_assigned_once_and_published(
         )
     assert rows == ["released"]
     assert settings.sla_working_days == 2
+    engine.dispose()
+
+
+def test_an_erasure_request_on_the_broker_is_applied_and_reported(
+    broker: TansuBroker, worker: str
+) -> None:
+    settings = make_settings(worker)
+    engine = make_engine(worker)
+    sessions = make_session_factory(engine)
+    buyer = Contact(name="Pham Thi Cuc", phone="+84905123456", email="cuc@example.vn")
+    data = case_event(consumer=buyer, reason="Cuc's parcel was opened")
+    closed = case_event(case_id=data.case_id, status=CaseStatus.CLOSED, consumer=buyer)
+    subject_id = subject_for_phone(buyer.phone or "", settings)
+    request = ErasureRequestedV1(
+        request_id=f"pr_{uuid.uuid4().hex[:10]}",
+        subject_id=subject_id,
+        case_ids=[data.case_id],
+        requested_at=datetime.now(UTC),
+    )
+    producer = KafkaProducer(
+        bootstrap_servers=broker.bootstrap, acks="all", enable_idempotence=True
+    )
+    for payload, event_type in ((data, "case.escalated"), (closed, "case.closed")):
+        ev = build_event(
+            source="odr/complaints", event_type=event_type, subject=data.case_id, data=payload
+        )
+        producer.send(CASES_TOPIC, key=data.case_id.encode(), value=ev.to_json_bytes()).get(10)
+
+    def taken_in() -> bool:
+        with sessions() as session:
+            case = session.get(MediationCase, data.case_id)
+            return case is not None and case.stage == "closed"
+
+    deadline = time.monotonic() + 30
+    while not taken_in() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert taken_in()
+    ev = build_event(
+        source="odr/complaints",
+        event_type="privacy.erasure_requested",
+        subject=subject_id,
+        data=request,
+    )
+    producer.send(PRIVACY_TOPIC, key=subject_id.encode(), value=ev.to_json_bytes()).get(10)
+    producer.close()
+
+    reports = [
+        e
+        for e in _events_for(broker.bootstrap, subject_id, want=1, topic=PRIVACY_TOPIC)
+        if e.type == "privacy.erasure_reported"
+        and e.data.model_dump()["request_id"] == request.request_id
+    ]
+    assert len(reports) == 1
+    report = reports[0].data.model_dump()
+    assert report["request_id"] == request.request_id
+    assert report["service"] == "mediation"
+    assert report["status"] == "completed"
+    with sessions() as session:
+        case = session.get(MediationCase, data.case_id)
+        assert case is not None
+        assert case.consumer_name is None
+        assert case.subject_id is None
+        assert case.stage == "closed"
     engine.dispose()
