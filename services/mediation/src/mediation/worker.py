@@ -16,20 +16,7 @@ from odr_shared.logs import configure_logging
 from odr_shared.outbox import OutboxRelay
 from odr_shared.privacy import Opener
 from odr_shared.retention import Purger
-from odr_shared.worker import Stoppable, run_worker
-
-
-class Purging(Stoppable):
-    """The retention purge as a worker part (odr_shared.retention.Purger is no Stoppable)."""
-
-    def __init__(self, purger: Purger) -> None:
-        self.purger = purger
-
-    def run(self) -> None:
-        self.purger.run()
-
-    def stop(self) -> None:
-        self.purger.stop()
+from odr_shared.worker import run_worker
 
 
 def _close(producer: KafkaProducer, opener: Opener) -> None:
@@ -69,7 +56,7 @@ def main(settings: MediationSettings | None = None) -> None:
     purger = Purger.from_settings(engine, retention.rules(settings), settings)
     run_worker(
         "mediation-worker",
-        [consumer, relay, Sweeper(sessions, settings), Purging(purger)],
+        [consumer, relay, Sweeper(sessions, settings), purger],
         bootstrap_servers=settings.kafka_bootstrap_servers,
         topics=[CASES_TOPIC, MEDIATION_TOPIC, NOTIFICATIONS_TOPIC, PRIVACY_TOPIC],
         on_stop=lambda: _close(producer, opener),
