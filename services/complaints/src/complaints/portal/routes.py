@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hmac
-from datetime import datetime
+import inspect
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -47,8 +49,25 @@ def _money(value: int | None) -> str:
     return "" if value is None else f"{value:,}".replace(",", ".") + " ₫"
 
 
+def _vnwhen(value: str | datetime | None) -> str:
+    """Like vntime, for values that may be a bare date ("2026-12-04") or a naive UTC time."""
+    if not value:
+        return ""
+    if isinstance(value, str) and len(value) == 10:
+        return datetime.fromisoformat(value).strftime("%d/%m/%Y")
+    at = datetime.fromisoformat(value) if isinstance(value, str) else value
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    return at.astimezone(VN_TZ).strftime("%d/%m/%Y %H:%M")
+
+
 templates.env.filters["vntime"] = _vntime
+templates.env.filters["vnwhen"] = _vnwhen
 templates.env.filters["money"] = _money
+
+# Cases a neutral (mediator or arbitrator) already holds: evidence added now reaches them.
+WITH_NEUTRAL = ("escalated", "in_mediation", "in_arbitration")
+CONSENT_FIELD = "consent_share_with_neutral"
 
 
 def _deps(request: Request) -> Deps:
@@ -124,6 +143,18 @@ def _error_key(exc: Problem) -> str:
     return {413: "err_too_large", 415: "err_type", 422: "err_invalid"}.get(
         exc.status, "err_conflict"
     )
+
+
+def _consent(form: Any) -> bool:
+    """The buyer ticked "I agree that my evidence is shared with the neutral"."""
+    return str(form.get(CONSENT_FIELD) or "").lower() in ("yes", "on", "true", "1")
+
+
+def _call(fn: Callable[..., Any], *args: Any, consent: bool) -> Any:
+    """Call a use case, handing it the consent when it takes a `consent_share_with_neutral`."""
+    if CONSENT_FIELD in inspect.signature(fn).parameters:
+        return fn(*args, **{CONSENT_FIELD: consent})
+    return fn(*args)
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -248,14 +279,17 @@ async def file_case(request: Request) -> Response:
     for upload in form.getlist("evidence"):
         if isinstance(upload, str) or not upload.filename:
             continue
-        error = await _upload(deps, party, rec.id, upload) or error
+        error = await _upload(deps, party, rec.id, upload, _consent(form)) or error
     return _see_other(f"/cases/{rec.id}" + (f"?e={error}" if error else ""))
 
 
-async def _upload(deps: Deps, party: Party, case_id: str, upload: UploadFile) -> str | None:
+async def _upload(
+    deps: Deps, party: Party, case_id: str, upload: UploadFile, consent: bool
+) -> str | None:
     content = await upload.read(deps.settings.evidence_max_bytes + 1)
     try:
-        service.add_evidence(deps, party, case_id, upload.filename or "evidence", content)
+        name = upload.filename or "evidence"
+        _call(service.add_evidence, deps, party, case_id, name, content, consent=consent)
     except Problem as exc:
         return _error_key(exc)
     return None
@@ -273,7 +307,13 @@ def case_page(request: Request, case_id: str) -> Response:
         if exc.status != 404:
             raise
         return _render(request, "not_found.html", 404)
-    return _render(request, "case.html", case=case, error=request.query_params.get("e"))
+    return _render(
+        request,
+        "case.html",
+        case=case,
+        with_neutral=case["status"] in WITH_NEUTRAL,
+        error=request.query_params.get("e"),
+    )
 
 
 @router.get("/cases/{case_id}/evidence/{evidence_id}")
@@ -319,9 +359,18 @@ async def case_action(
         elif thing is None and action == "evidence":
             upload = form.get("evidence")
             if isinstance(upload, UploadFile) and upload.filename:
-                error = await _upload(deps, party, case_id, upload)
+                # Once a neutral holds the case, new evidence reaches them: consent first.
+                status = service.get_case(deps, party, case_id)["status"]
+                if status in WITH_NEUTRAL and not _consent(form):
+                    error = "err_consent"
+                else:
+                    error = await _upload(deps, party, case_id, upload, _consent(form))
         elif thing is None and action == "escalate":
-            service.escalate(deps, party, case_id, reason)
+            # Escalating hands the case file, evidence included, to a neutral: consent first.
+            if _consent(form):
+                _call(service.escalate, deps, party, case_id, reason, consent=True)
+            else:
+                error = "err_consent"
         elif thing is None and action == "withdraw":
             service.withdraw(deps, party, case_id, reason)
         elif thing == "offers" and item_id and action in ("accept", "reject"):
