@@ -294,6 +294,9 @@ def test_download_my_data_through_the_portal(
     assert 'data-status="received"' in page.text
     assert '<meta http-equiv="refresh"' in page.text  # polls until done
     assert 'id="export-link"' not in page.text
+    # The order page lists it, for a buyer who signs in again later.
+    order = client.get("/order").text
+    assert f'href="/privacy/requests/{request_id.group(1)}"' in order
 
     assert work_once(deps) >= 1
     page = client.get(status_url.split("?")[0])

@@ -131,6 +131,7 @@ def test_buyer_downloads_then_deletes_their_data_in_the_browser(
 
     # "Xoá dữ liệu của tôi": an explicit confirmation first, deferral explained.
     page.goto(base + "/order")
+    assert request_id in page.inner_text("#privacy-requests")
     page.click("#delete-my-data")
     page.wait_for_url("**/privacy/erase")
     assert "giữ đến khi vụ việc đóng" in page.inner_text("#erase-deferral")

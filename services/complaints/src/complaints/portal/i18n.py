@@ -271,7 +271,11 @@ TEXT: dict[str, tuple[str, str]] = {
     "req_acknowledged": ("Tiếp nhận lúc", "Acknowledged at"),
     "req_due": ("Hạn trả lời", "We answer by"),
     "req_until": ("Hoãn đến", "Deferred until"),
-    "req_until_closed": ("khi vụ việc đóng", "the case closes"),
+    "req_until_unknown": (
+        "khi lý do trên không còn (ví dụ: khi vụ việc đóng)",
+        "the reason above ends (for example when the case closes)",
+    ),
+    "my_requests": ("Yêu cầu về dữ liệu của bạn", "Your data requests"),
     "req_reason": ("Lý do", "Reason"),
     "req_polling": (
         "Trang này tự cập nhật vài giây một lần.",

@@ -9,7 +9,6 @@ portal's Content-Security-Policy allows none) until the request is completed or 
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -22,6 +21,8 @@ from complaints.api import order_for_caller
 from complaints.portal.i18n import translate_privacy_reason
 from complaints.portal.notice import notice_context
 from complaints.portal.routes import (
+    PRIVACY_KINDS,
+    REQUEST_ID,
     SECURITY_HEADERS,
     SESSION_COOKIE,
     _deps,
@@ -30,16 +31,15 @@ from complaints.portal.routes import (
     _render,
     _see_other,
     _signed_in,
+    remember_request,
 )
 from odr_shared.auth import Party
 
 router = APIRouter(include_in_schema=False)
 
 API = "/v1/privacy/requests"
-KINDS = ("access", "erasure")
 PENDING = ("received", "in_progress")
-POLL_S = 3
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
+POLL_S = 5
 
 
 @router.get("/privacy", response_class=HTMLResponse)
@@ -99,7 +99,7 @@ async def make_request(
         _signed_in(request, csrf)
     except _Redirect as r:
         return _see_other(r.url)
-    if kind not in KINDS:
+    if kind not in PRIVACY_KINDS:
         return _see_other("/order?e=err_invalid#privacy")
     if kind == "erasure" and confirm != "yes":
         # Erasure cannot be undone: it needs the explicit tick on the confirmation page.
@@ -107,9 +107,11 @@ async def make_request(
     answer = await _api(request, "POST", API, {"kind": kind})
     body = _json(answer)
     request_id = str(body.get("request_id") or "")
-    if answer.status_code in (200, 201, 202) and _REQUEST_ID.match(request_id):
-        return _see_other(f"/privacy/requests/{quote(request_id)}?new=1")
-    if answer.status_code == 409 and _REQUEST_ID.match(request_id):
+    if answer.status_code in (200, 201, 202) and REQUEST_ID.match(request_id):
+        response = _see_other(f"/privacy/requests/{quote(request_id)}?new=1")
+        remember_request(request, response, request_id, kind)
+        return response
+    if answer.status_code == 409 and REQUEST_ID.match(request_id):
         # The same kind of request is already under way: show that one.
         return _see_other(f"/privacy/requests/{quote(request_id)}")
     if answer.status_code == 401:
@@ -127,7 +129,7 @@ def _json(r: httpx.Response) -> dict[str, Any]:
 
 
 async def _fetch_request(request: Request, request_id: str) -> dict[str, Any] | Response | None:
-    if not _REQUEST_ID.match(request_id):
+    if not REQUEST_ID.match(request_id):
         return None
     answer = await _api(request, "GET", f"{API}/{quote(request_id)}")
     if answer.status_code == 401:
@@ -135,7 +137,7 @@ async def _fetch_request(request: Request, request_id: str) -> dict[str, Any] | 
     if answer.status_code != 200:
         return None
     body = _json(answer)
-    return body if body.get("kind") in KINDS else None
+    return body if body.get("kind") in PRIVACY_KINDS else None
 
 
 @router.get("/privacy/requests/{request_id}", response_class=HTMLResponse)

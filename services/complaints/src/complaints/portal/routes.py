@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import inspect
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +37,12 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",
 }
 LANG_COOKIE = "odr_lang"
+# The ids of this browser's latest data requests (ids only: each page still needs the owner's
+# token), so a buyer who signs in again days later finds them on the order page.
+PRIVACY_REQUESTS_COOKIE = "odr_privacy_requests"
+KEEP_PRIVACY_REQUESTS = 5
+PRIVACY_KINDS = ("access", "erasure")
+REQUEST_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
 
 
 def _vntime(value: str | datetime | None) -> str:
@@ -219,6 +226,29 @@ def logout() -> Response:
     return response
 
 
+def recent_requests(request: Request) -> list[dict[str, str]]:
+    """This browser's latest requests, newest first: [{id, kind}]."""
+    out = []
+    for item in request.cookies.get(PRIVACY_REQUESTS_COOKIE, "").split("|"):
+        request_id, _, kind = item.partition("~")
+        if kind in PRIVACY_KINDS and REQUEST_ID.match(request_id):
+            out.append({"id": request_id, "kind": kind})
+    return out[:KEEP_PRIVACY_REQUESTS]
+
+
+def remember_request(request: Request, response: Response, request_id: str, kind: str) -> None:
+    kept = [r for r in recent_requests(request) if r["id"] != request_id]
+    items = [f"{request_id}~{kind}", *(f"{r['id']}~{r['kind']}" for r in kept)]
+    response.set_cookie(
+        PRIVACY_REQUESTS_COOKIE,
+        "|".join(items[:KEEP_PRIVACY_REQUESTS]),  # no quoting needed: ~ and | are cookie-safe
+        max_age=30 * 86400,
+        httponly=True,
+        samesite="lax",
+        secure=_deps(request).settings.secure_cookies,
+    )
+
+
 def _order_page(request: Request, party: Party, **ctx: Any) -> Response:
     deps = _deps(request)
     order_code = (party.order_id or "").partition(":")[2]
@@ -226,7 +256,14 @@ def _order_page(request: Request, party: Party, **ctx: Any) -> Response:
     open_case = next(
         (c for c in order["cases"] if c["status"] not in ("resolved", "closed", "withdrawn")), None
     )
-    return _render(request, "order.html", order=order, open_case=open_case, **ctx)
+    return _render(
+        request,
+        "order.html",
+        order=order,
+        open_case=open_case,
+        privacy_requests=recent_requests(request),
+        **ctx,
+    )
 
 
 @router.get("/order", response_class=HTMLResponse)
