@@ -223,11 +223,12 @@ TEXT: dict[str, tuple[str, str]] = {
     "erase_what": (
         "Chúng tôi và các dịch vụ của nền tảng sẽ xoá hoặc ẩn danh không thể khôi phục họ tên, "
         "số điện thoại, email, tin nhắn, bằng chứng và nội dung khiếu nại của bạn, và huỷ khoá "
-        "mã hoá dữ liệu của bạn, kể cả trong các bản sao lưu. Chỉ số liệu thống kê không gắn "
-        "với bạn được giữ lại.",
+        "mã hoá riêng của bạn, để các bản sao đã mã hoá bằng khoá đó không còn đọc được. Chỉ số "
+        "liệu thống kê không gắn với bạn được giữ lại.",
         "We and the platform's services will delete or irreversibly anonymise your name, phone "
-        "number, email, messages, evidence and complaint texts, and destroy the keys of your "
-        "data, backups included. Only statistics that no longer point to you are kept.",
+        "number, email, messages, evidence and complaint texts, and destroy your own encryption "
+        "keys, so the copies encrypted under them can no longer be read. Only statistics that no "
+        "longer point to you are kept.",
     ),
     "erase_deferral": (
         "Nếu bạn còn khiếu nại đang mở, dữ liệu của vụ việc đó được giữ đến khi vụ việc đóng rồi "
