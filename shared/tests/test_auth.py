@@ -125,9 +125,24 @@ def test_production_refuses_placeholder_secrets() -> None:
         ServiceSettings(environment="production")  # type: ignore[call-arg]
     with pytest.raises(ValueError, match="DATA_ENCRYPTION_KEY"):
         ServiceSettings(environment="production", jwt_secret=SECRET)  # type: ignore[call-arg]
+    with pytest.raises(ValueError, match="PRIVACY_MASTER_KEY"):
+        ServiceSettings(
+            environment="production",
+            jwt_secret=SECRET,
+            data_encryption_key="k" * 44,  # type: ignore[call-arg]
+        )
+    with pytest.raises(ValueError, match="PRIVACY_SUBJECT_KEY"):
+        ServiceSettings(
+            environment="production",
+            jwt_secret=SECRET,
+            data_encryption_key="k" * 44,  # type: ignore[call-arg]
+            privacy_master_key="m" * 44,
+        )
     ok = ServiceSettings(
         environment="production",
         jwt_secret=SECRET,
         data_encryption_key="k" * 44,  # type: ignore[call-arg]
+        privacy_master_key="m" * 44,
+        privacy_subject_key="s" * 44,
     )
     assert ok.environment == "production"

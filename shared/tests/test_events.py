@@ -135,5 +135,11 @@ def test_building_an_unregistered_type_fails_loudly() -> None:
 
 
 def test_topics_and_dead_letters() -> None:
-    assert TOPICS == ("orders.events", "cases.events", "mediation.events", "notifications.commands")
+    assert TOPICS == (
+        "orders.events",
+        "cases.events",
+        "mediation.events",
+        "notifications.commands",
+        "privacy.events",
+    )
     assert dead_letter_topic("orders.events") == "orders.events.dlq"

@@ -111,6 +111,45 @@ def cmd_platform_list(args: argparse.Namespace) -> int:
     return _gateway_call(args, "GET", "/v1/platforms")
 
 
+PRIVACY_SERVICES = ("gateway", "complaints", "mediation", "notifications")
+
+
+def purge_service(service: str, dry_run: bool) -> dict[str, int]:
+    """Run one service's retention rules against its database (its own settings and URL)."""
+    import importlib
+
+    from odr_shared.db import make_engine
+    from odr_shared.retention import Purger
+
+    settings = importlib.import_module(f"{service}.settings").get_settings()
+    rules = importlib.import_module(f"{service}.retention").rules(settings)
+    engine = make_engine(settings.database_url)
+    try:
+        return Purger.from_settings(engine, rules, settings).purge(dry_run=dry_run)
+    finally:
+        engine.dispose()
+
+
+def cmd_privacy_purge(args: argparse.Namespace) -> int:
+    """Apply (or, with --dry-run, count) every service's retention rules now."""
+    services = args.service or list(PRIVACY_SERVICES)
+    report: dict[str, dict[str, int]] = {}
+    for service in services:
+        try:
+            report[service] = purge_service(service, args.dry_run)
+        except Exception as exc:  # noqa: BLE001 - one failing database must not hide the others
+            print(f"odr: {service}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            report[service] = {}
+    if args.json:
+        print(json.dumps({"dry_run": args.dry_run, "services": report}, indent=2))
+    else:
+        verb = "would delete or empty" if args.dry_run else "deleted or emptied"
+        for service, counts in report.items():
+            for rule, n in counts.items():
+                print(f"{service:<14} {rule:<32} {n:>9}  rows {verb}")
+    return 1 if any(not counts for counts in report.values()) else 0
+
+
 def cmd_stack(args: argparse.Namespace) -> int:
     from odr_cli.stack import run_stack
 
@@ -171,6 +210,16 @@ def build_parser() -> argparse.ArgumentParser:
     add.set_defaults(func=cmd_platform_add)
     lst = psub.add_parser("list", help="list platforms")
     lst.set_defaults(func=cmd_platform_list)
+
+    privacy = sub.add_parser("privacy", help="personal data: retention (docs/privacy.md)")
+    privacy_sub = privacy.add_subparsers(dest="privacy_command", required=True)
+    purge = privacy_sub.add_parser(
+        "purge", help="apply each service's retention rules now (its database from its settings)"
+    )
+    purge.add_argument("--dry-run", action="store_true", help="count what would go; change nothing")
+    purge.add_argument("--service", action="append", choices=PRIVACY_SERVICES)
+    purge.add_argument("--json", action="store_true", help="print the counts as JSON")
+    purge.set_defaults(func=cmd_privacy_purge)
 
     stack = sub.add_parser("stack", help="run the whole platform on this machine (make run)")
     stack.add_argument("--var", default="var", help="folder for databases, logs and uploads")

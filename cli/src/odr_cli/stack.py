@@ -250,6 +250,8 @@ class Stack:
         env["COMPLAINTS_URL"] = self.url("complaints")
         env["MEDIATION_URL"] = self.url("mediation")
         env["NOTIFICATIONS_URL"] = self.url("notifications")
+        # Service-to-service calls (subject keys, data-subject exports).
+        env["SERVICE_URLS"] = ",".join(f"{name}={self.url(name)}" for name in SERVICES)
         env["NOTIFICATIONS_SMTP_HOST"] = "127.0.0.1"
         env["NOTIFICATIONS_SMTP_PORT"] = str(self.ports.smtp)
         env["NOTIFICATIONS_SMS_SINK_PORT"] = str(self.ports.sms)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -14,8 +15,10 @@ from jose.exceptions import JOSEError
 from odr_shared.problems import Problem
 from odr_shared.settings import ServiceSettings
 
-Role = Literal["consumer", "platform", "mediator", "arbitrator", "admin"]
-ROLES: tuple[Role, ...] = ("consumer", "platform", "mediator", "arbitrator", "admin")
+Role = Literal["consumer", "platform", "mediator", "arbitrator", "admin", "service"]
+# `service`: one of the platform's own services calling another (subject keys, exports).
+ROLES: tuple[Role, ...] = ("consumer", "platform", "mediator", "arbitrator", "admin", "service")
+SERVICES = ("gateway", "complaints", "mediation", "notifications")
 
 
 class InvalidToken(Exception):
@@ -118,6 +121,8 @@ class TokenService:
             raise InvalidToken("platform token without a platform")
         if role in ("mediator", "arbitrator") and not claims.get("neutral_id"):
             raise InvalidToken("neutral token without a neutral")
+        if role == "service" and str(claims["sub"]) not in SERVICES:
+            raise InvalidToken("service token of no known service")
         return Party(
             role=role,
             subject=str(claims["sub"]),
@@ -175,3 +180,37 @@ def admin_party(request: Request) -> Party:
 
 
 AdminParty = Annotated[Party, Depends(admin_party)]
+
+
+def service_party(request: Request) -> Party:
+    """FastAPI dependency: another of the platform's services, or 401/403."""
+    party = current_party(request)
+    require_role(party, "service")
+    return party
+
+
+ServiceParty = Annotated[Party, Depends(service_party)]
+
+
+class ServiceTokens:
+    """This service's token for calling another: minted when needed, kept until near expiry."""
+
+    TTL = timedelta(minutes=10)
+
+    def __init__(self, settings: ServiceSettings, service: str) -> None:
+        if service not in SERVICES:
+            raise ValueError(f"unknown service {service}")
+        self._tokens = TokenService(settings)
+        self._service = service
+        self._token = ""
+        self._renew_at = 0.0
+
+    def token(self) -> str:
+        now = time.monotonic()
+        if not self._token or now >= self._renew_at:
+            self._token = self._tokens.issue(role="service", subject=self._service, ttl=self.TTL)
+            self._renew_at = now + self.TTL.total_seconds() - 60
+        return self._token
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token()}", "Accept": "application/json"}

@@ -40,6 +40,7 @@ from odr_shared.inbox import (
     processed_among,
 )
 from odr_shared.metrics import EVENTS_CONSUMED, EVENTS_DEAD_LETTERED
+from odr_shared.privacy.opening import Opener, redacted
 from odr_shared.settings import ServiceSettings, TopicSettings
 
 log = logging.getLogger(__name__)
@@ -262,8 +263,12 @@ class EventConsumer:
         commit_timeout_s: float = 10.0,
         retry_interval_s: float = 1.0,
         consumer_config: Mapping[str, Any] | None = None,
+        opener: Opener | None = None,
     ) -> None:
         self.settings = settings
+        # Opens sealed (v2) events for handlers that need the personal data; without one they
+        # read sealed events without it (odr_shared.privacy.redacted).
+        self.opener = opener
         self.group_id = group_id
         self.handlers = handlers
         self.batch_handlers = dict(batch_handlers or {})
@@ -433,6 +438,9 @@ class EventConsumer:
                 self.stats.skipped += 1
                 continue
             run.append(_Parsed(record, event, handler))
+        if self.opener is not None and run:
+            # One key request per owning service for the whole poll, not one per event.
+            self.opener.prefetch(p.event for p in run)
         self._apply_run(run)
 
     def _apply_run(self, run: Sequence[_Parsed]) -> None:
@@ -510,10 +518,22 @@ class EventConsumer:
             self._count(event_type, outcome)
         return None
 
-    @staticmethod
-    def _handle_one(session: Session, index: int, item: _Parsed) -> None:
+    def _readable(self, event: CloudEvent[BaseModel]) -> CloudEvent[BaseModel] | None:
+        """The event as handlers read it: sealed personal fields opened, or left out.
+
+        None: nothing to apply (an order whose buyer was erased, or that this consumer may not
+        read); the event still counts as processed. A key owner out of reach raises
+        KeyUnavailable, which is retried like any handler error.
+        """
+        if self.opener is not None:
+            return self.opener.open(event)
+        return redacted(event)
+
+    def _handle_one(self, session: Session, index: int, item: _Parsed) -> None:
         try:
-            item.handler(session, item.event)
+            event = self._readable(item.event)
+            if event is not None:
+                item.handler(session, event)
             # Flush here so a constraint violation is blamed on this event's handler, as in
             # its own transaction, not on the commit of them all.
             session.flush()
@@ -526,7 +546,10 @@ class EventConsumer:
             return
         first, last = group[0][0], group[-1][0]
         try:
-            self.batch_handlers[group[0][1].event.type](session, [item.event for _, item in group])
+            events = [self._readable(item.event) for _, item in group]
+            self.batch_handlers[group[0][1].event.type](
+                session, [e for e in events if e is not None]
+            )
             session.flush()
         except Exception as exc:
             raise _HandlerFailed(first, exc, end=last + 1) from exc
@@ -596,7 +619,9 @@ class EventConsumer:
         with self.session_factory() as session, session.begin():
             if already_processed(session, self.group_id, event.id):
                 return False
-            handler(session, event)
+            readable = self._readable(event)
+            if readable is not None:
+                handler(session, readable)
             mark_processed(session, self.group_id, event.id, event.type)
         return True
 

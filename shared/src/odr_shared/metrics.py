@@ -89,3 +89,10 @@ class MetricsMiddleware:
 
 def metrics_response() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+RETENTION_PURGED = Counter(
+    "odr_retention_purged_total",
+    "Rows deleted or emptied by the retention purge, by rule",
+    ["rule"],
+)

@@ -48,6 +48,37 @@ class ServiceSettings(BaseSettings):
         validation_alias=_common("DATA_ENCRYPTION_KEY"),
         description="base64 key material for encrypting secrets and personal data at rest",
     )
+    # Personal data (odr_shared.privacy, docs/privacy.md). The master key wraps each data subject's
+    # key in this service's database: comma-separated materials, newest first (older ones still
+    # unwrap), or a file holding them (where a KMS or a secret store mounts it). Empty in
+    # development: derived from DATA_ENCRYPTION_KEY.
+    privacy_master_key: str = Field("", validation_alias=_common("PRIVACY_MASTER_KEY"))
+    privacy_master_key_file: str = Field("", validation_alias=_common("PRIVACY_MASTER_KEY_FILE"))
+    # The key of the data subject id (a keyed hash of the canonical phone): the SAME in every
+    # service, so each names a buyer alike. Empty in development: derived from
+    # DATA_ENCRYPTION_KEY, which the local stack shares.
+    privacy_subject_key: str = Field("", validation_alias=_common("PRIVACY_SUBJECT_KEY"))
+    # Where each service's API answers, for service-to-service calls (subject keys, exports).
+    service_urls: str = Field(
+        "gateway=http://127.0.0.1:8001,complaints=http://127.0.0.1:8002,"
+        "mediation=http://127.0.0.1:8003,notifications=http://127.0.0.1:8004",
+        validation_alias=_common("SERVICE_URLS"),
+    )
+    # How long a consumer keeps another service's subject key in memory (an erasure reaches it
+    # on privacy.events sooner; this bounds how long a missed one could matter).
+    privacy_key_cache_s: float = Field(60.0, ge=0, validation_alias=_common("PRIVACY_KEY_CACHE_S"))
+    # Retention of the plumbing every service has (odr_shared.retention.shared_rules).
+    retention_outbox_sent_days: float = Field(
+        7, ge=0, validation_alias=_common("RETENTION_OUTBOX_SENT_DAYS")
+    )
+    retention_inbox_days: float = Field(30, ge=0, validation_alias=_common("RETENTION_INBOX_DAYS"))
+    retention_rate_limit_days: float = Field(
+        2, ge=0, validation_alias=_common("RETENTION_RATE_LIMIT_DAYS")
+    )
+    retention_interval_s: float = Field(
+        3600, gt=0, validation_alias=_common("RETENTION_INTERVAL_S")
+    )
+    retention_batch_size: int = Field(500, ge=1, validation_alias=_common("RETENTION_BATCH_SIZE"))
     log_level: str = Field("INFO", validation_alias=_common("LOG_LEVEL"))
     log_format: Literal["json", "text"] = Field("json", validation_alias=_common("LOG_FORMAT"))
     # Consumer retry policy before a message goes to the dead-letter topic.
@@ -63,6 +94,14 @@ class ServiceSettings(BaseSettings):
         DEFAULT_MAX_OVERFLOW, ge=0, validation_alias=_common("DB_MAX_OVERFLOW")
     )
 
+    def service_url(self, service: str) -> str:
+        """The base URL of one service's API, from SERVICE_URLS."""
+        for part in self.service_urls.split(","):
+            name, _, url = part.strip().partition("=")
+            if name.strip() == service and url.strip():
+                return url.strip().rstrip("/")
+        raise KeyError(f"SERVICE_URLS names no {service!r}")
+
     @model_validator(mode="after")
     def _refuse_placeholders(self) -> ServiceSettings:
         if self.environment == "production":
@@ -74,6 +113,12 @@ class ServiceSettings(BaseSettings):
                 raise ValueError("JWT_PUBLIC_KEY is required with RS256")
             if self.data_encryption_key in PLACEHOLDERS:
                 raise ValueError("DATA_ENCRYPTION_KEY must be set in production")
+            if not (self.privacy_master_key or self.privacy_master_key_file):
+                raise ValueError(
+                    "PRIVACY_MASTER_KEY or PRIVACY_MASTER_KEY_FILE must be set in production"
+                )
+            if self.privacy_subject_key in PLACEHOLDERS or len(self.privacy_subject_key) < 32:
+                raise ValueError("PRIVACY_SUBJECT_KEY must be set to a strong key in production")
         return self
 
 

@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 from sqlalchemy import create_engine, text
@@ -373,3 +374,25 @@ def standard_order_body(order: dict[str, object], event_type: str = "order.updat
     """A standard single-event webhook body for `order` (the public contract's envelope)."""
     doc = {"type": event_type, "timestamp": "2026-11-21T03:00:00Z", "data": order}
     return json.dumps(doc).encode()
+
+
+@contextlib.contextmanager
+def serve_app(app: Any, port: int | None = None) -> Iterator[str]:
+    """Serve an ASGI app with uvicorn on a free local port in a thread; yields its base URL.
+
+    Tests use it where one service calls another over HTTP (subject keys, exports).
+    """
+    import uvicorn
+
+    port = port or free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    )
+    thread = threading.Thread(target=server.run, name=f"serve-app-{port}", daemon=True)
+    thread.start()
+    try:
+        wait_port("127.0.0.1", port)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

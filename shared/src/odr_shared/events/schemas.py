@@ -1,4 +1,4 @@
-"""Versioned payloads of orders.events, cases.events, mediation.events, notifications.commands.
+"""Versioned payloads of the platform's topics.
 
 Payloads ignore unknown fields (a newer producer may add some). A breaking change gets a new
 model registered under the next version; consumers read both until producers have moved.
@@ -18,7 +18,8 @@ ORDERS_TOPIC = "orders.events"
 CASES_TOPIC = "cases.events"
 MEDIATION_TOPIC = "mediation.events"
 NOTIFICATIONS_TOPIC = "notifications.commands"
-TOPICS = (ORDERS_TOPIC, CASES_TOPIC, MEDIATION_TOPIC, NOTIFICATIONS_TOPIC)
+PRIVACY_TOPIC = "privacy.events"
+TOPICS = (ORDERS_TOPIC, CASES_TOPIC, MEDIATION_TOPIC, NOTIFICATIONS_TOPIC, PRIVACY_TOPIC)
 
 
 def dead_letter_topic(topic: str) -> str:
@@ -88,6 +89,9 @@ class OrderStatusChangedV1(_Payload):
     status_notifications: bool = Field(
         False, description="the platform turned on order-status messages to buyers"
     )
+    subject_id: str | None = Field(
+        None, description="the data subject the personal fields belong to (odr_shared.privacy)"
+    )
 
 
 class CaseStatus(StrEnum):
@@ -135,6 +139,9 @@ class CaseEventV1(_Payload):
     merchant_response_due_at: datetime | None = None
     consumer: Contact = Field(default_factory=Contact)
     details: dict[str, Any] = Field(default_factory=dict)
+    subject_id: str | None = Field(
+        None, description="the data subject the personal fields belong to (odr_shared.privacy)"
+    )
 
 
 class MediationEventV1(_Payload):
@@ -152,6 +159,9 @@ class MediationEventV1(_Payload):
     decision: dict[str, Any] | None = None
     neutral_contact: Contact | None = None
     details: dict[str, Any] = Field(default_factory=dict)
+    subject_id: str | None = Field(
+        None, description="the data subject the personal fields belong to (odr_shared.privacy)"
+    )
 
 
 class NotificationCommandV1(_Payload):
@@ -164,6 +174,9 @@ class NotificationCommandV1(_Payload):
     urgent: bool = False
     case_id: str | None = None
     order_id: str | None = None
+    subject_id: str | None = Field(
+        None, description="the data subject the personal fields belong to (odr_shared.privacy)"
+    )
 
 
 # An event type names one schema across all topics, so no two topics reuse a type.
@@ -198,6 +211,71 @@ MEDIATION_EVENT_TYPES = (
 )
 COMMAND_TYPES = ("notification.send",)
 
+
+class Sealed(_Payload):
+    """Personal fields encrypted under one data subject's key (odr_shared.privacy)."""
+
+    kid: str = Field(min_length=1, max_length=64, description="the subject key's id")
+    owner: str = Field(min_length=1, max_length=40, description="the service that holds the key")
+    ct: str = Field(min_length=1, description="base64url(nonce + AES-256-GCM ciphertext)")
+
+
+class SealedPayloadV2(BaseModel):
+    """Version 2 of every event type above: the v1 payload with its personal fields sealed.
+
+    The non-personal fields travel as in v1 (kept as extra fields here); `sealed` holds the
+    others, which only a holder of the subject's key can read. Destroying that key leaves them
+    unreadable in every copy (crypto-shredding). `odr_shared.privacy` seals and opens.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    subject_id: str | None = None
+    sealed: Sealed
+
+
+# privacy.events: data-subject requests and their per-service outcomes.
+class ErasureRequestedV1(_Payload):
+    """`privacy.erasure_requested`: complaints asks every service to erase one subject's data."""
+
+    request_id: str
+    subject_id: str
+    platform_id: str | None = Field(
+        None, description="set: only this platform's copies (a marketplace's redaction request)"
+    )
+    order_ids: list[str] = Field(default_factory=list)
+    case_ids: list[str] = Field(default_factory=list)
+    requested_at: datetime
+
+
+class ErasureReportedV1(_Payload):
+    """`privacy.erasure_reported`: one service's outcome of an erasure request."""
+
+    request_id: str
+    service: Literal["gateway", "complaints", "mediation", "notifications"]
+    subject_id: str
+    status: Literal["completed", "deferred"]
+    reason: str | None = None
+    until: datetime | None = None
+    counts: dict[str, int] = Field(default_factory=dict)
+
+
+class RedactionRequestedV1(_Payload):
+    """`privacy.redaction_requested`: a marketplace asked (for its buyer) for erasure or access."""
+
+    platform_id: str
+    kind: Literal["erasure", "access"]
+    subject_id: str | None = None
+    order_ids: list[str] = Field(default_factory=list)
+    source_delivery_id: str | None = None
+
+
+PRIVACY_EVENT_TYPES = (
+    "privacy.erasure_requested",
+    "privacy.erasure_reported",
+    "privacy.redaction_requested",
+)
+
 for _t in ORDER_EVENT_TYPES:
     register(_t, 1, OrderStatusChangedV1)
 for _t in CASE_EVENT_TYPES:
@@ -206,3 +284,12 @@ for _t in MEDIATION_EVENT_TYPES:
     register(_t, 1, MediationEventV1)
 for _t in COMMAND_TYPES:
     register(_t, 1, NotificationCommandV1)
+
+register("privacy.erasure_requested", 1, ErasureRequestedV1)
+register("privacy.erasure_reported", 1, ErasureReportedV1)
+register("privacy.redaction_requested", 1, RedactionRequestedV1)
+
+# The sealed form of every event that may carry personal data.
+SEALABLE_TYPES = ORDER_EVENT_TYPES + CASE_EVENT_TYPES + MEDIATION_EVENT_TYPES + COMMAND_TYPES
+for _t in SEALABLE_TYPES:
+    register(_t, 2, SealedPayloadV2)
