@@ -51,8 +51,7 @@ def sign_in(
 
 
 def need_privacy_api(client: TestClient) -> None:
-    paths = {getattr(r, "path", None) for r in client.app.routes}  # type: ignore[attr-defined]
-    if "/v1/privacy/requests" not in paths:
+    if "/v1/privacy/requests" not in client.app.openapi()["paths"]:  # type: ignore[attr-defined]
         pytest.skip("needs the backend: POST /v1/privacy/requests is not mounted yet")
 
 
@@ -124,6 +123,8 @@ DEFAULT_DAYS = {
     "cases": 1825,
     "otp": 1,
     "exports": 7,
+    "outbox_sent": 7,
+    "rate_limits": 2,
     "dead_letters": 14,
 }
 
@@ -154,12 +155,15 @@ def test_privacy_notice_in_vietnamese_and_english(client: TestClient) -> None:
 
 def test_retention_periods_follow_the_settings() -> None:
     rows = {r["key"]: r for r in retention_rows(SimpleNamespace(), "en")}
-    assert {k: int(r["days"]) for k, r in rows.items()} == DEFAULT_DAYS
+    assert {k: float(r["days"]) for k, r in rows.items()} == DEFAULT_DAYS
     assert len(RETENTION) == len(DEFAULT_DAYS)
-    configured = SimpleNamespace(retention_evidence_days=400, retention_otp_days=2)
+    configured = SimpleNamespace(
+        retention_evidence_days=400, retention_otp_days=2, retention_rate_limit_days=0.5
+    )
     rows = {r["key"]: r for r in retention_rows(configured, "en")}
     assert rows["evidence"]["period"] == "400 days after the case closes"
     assert rows["otp"]["period"] == "2 days"
+    assert rows["rate_limits"]["period"] == "0.5 days"
     assert rows["cases"]["period"] == "5 years after the case closes"
     rows = {r["key"]: r for r in retention_rows(configured, "vi")}
     assert rows["evidence"]["period"] == "400 ngày kể từ khi đóng vụ việc"

@@ -203,6 +203,22 @@ RETENTION: list[Retention] = [
         ("retention_exports_days", "retention_export_days", "privacy_export_ttl_days"),
     ),
     Retention(
+        "outbox_sent",
+        ("Bản sao sự kiện nội bộ, sau khi đã chuyển", "Internal copies of events, once delivered"),
+        7,
+        False,
+        ("Gửi lại khi một dịch vụ bị lỗi.", "To send again when a service failed."),
+        ("retention_outbox_sent_days",),
+    ),
+    Retention(
+        "rate_limits",
+        ("Bộ đếm chống lạm dụng (IP, số điện thoại)", "Anti-abuse counters (IP address, phone)"),
+        2,
+        False,
+        ("Giới hạn số lần gửi mã và truy cập.", "To limit how often codes are sent and tried."),
+        ("retention_rate_limit_days",),
+    ),
+    Retention(
         "dead_letters",
         ("Tin nhắn nội bộ xử lý lỗi", "Internal messages that failed processing"),
         14,
@@ -213,19 +229,20 @@ RETENTION: list[Retention] = [
 ]
 
 
-def retention_days(settings: Any, rule: Retention) -> int:
+def retention_days(settings: Any, rule: Retention) -> float:
     for name in rule.settings:
         value = getattr(settings, name, None)
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            return value
+        if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+            return int(value) if float(value).is_integer() else float(value)
     return rule.days
 
 
-def _period(days: int, lang: str) -> str:
-    if days % 365 == 0:
-        n = days // 365
+def _period(days: float, lang: str) -> str:
+    if days >= 365 and days % 365 == 0:
+        n = int(days // 365)
         return f"{n} năm" if lang != "en" else f"{n} year" + ("s" if n > 1 else "")
-    return f"{days} ngày" if lang != "en" else f"{days} day" + ("s" if days > 1 else "")
+    shown = f"{days:g}"
+    return f"{shown} ngày" if lang != "en" else f"{shown} day" + ("s" if days != 1 else "")
 
 
 def retention_rows(settings: Any, lang: str) -> list[dict[str, str]]:
@@ -236,7 +253,7 @@ def retention_rows(settings: Any, lang: str) -> list[dict[str, str]]:
         if rule.after_closing:
             period += " kể từ khi đóng vụ việc" if lang != "en" else " after the case closes"
         rows.append(
-            {"key": rule.key, "what": pick(rule.what, lang), "period": period, "days": str(days)}
+            {"key": rule.key, "what": pick(rule.what, lang), "period": period, "days": f"{days:g}"}
         )
     return rows
 
