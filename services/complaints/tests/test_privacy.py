@@ -404,6 +404,14 @@ def test_erasure_erases_complaints_data_destroys_the_keys_and_completes_on_every
     view = client.get(f"/v1/privacy/requests/{ack['request_id']}", headers=bearer("admin")).json()
     assert view["status"] == "completed"
     assert set(view["services"]) == {"complaints", *SERVICES}
+    # The order and its case still show, without the buyer.
+    r = client.get("/v1/orders/PR30", params={"platform_id": "plat-a"}, headers=bearer("admin"))
+    assert r.status_code == 200
+    assert r.json()["buyer"] == {"name": None, "phone": None, "email": None}
+    assert client.get("/v1/orders/PR30", headers=buyer).status_code == 200
+    r = client.get(f"/v1/cases/{rec.id}", headers=bearer("admin"))
+    assert r.status_code == 200
+    assert r.json()["description"] == ""
     # The buyer's old token still reaches the answer.
     assert client.get(f"/v1/privacy/requests/{ack['request_id']}", headers=buyer).status_code == 200
     # Nor can the buyer sign in with that phone any more: no code is sent.

@@ -263,8 +263,13 @@ def order_view(order: Order, cipher: DataCipher) -> dict[str, Any]:
         "status": order.status,
         "status_at": order.status_at.isoformat(),
         "buyer": {
-            "name": mask_name(cipher.decrypt(order.buyer_name_enc)),
-            "phone": mask_phone(cipher.decrypt(order.buyer_phone_enc)),
+            # An erased buyer's columns are empty: nothing to show.
+            "name": mask_name(cipher.decrypt(order.buyer_name_enc))
+            if order.buyer_name_enc
+            else None,
+            "phone": mask_phone(cipher.decrypt(order.buyer_phone_enc))
+            if order.buyer_phone_enc
+            else None,
             "email": mask_email(email) if email else None,
         },
         "seller": {"id": order.seller_id, "name": order.seller_name},
