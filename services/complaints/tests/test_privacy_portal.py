@@ -370,3 +370,28 @@ def test_delete_my_data_is_deferred_while_a_case_is_open(
     assert 'data-status="deferred"' in page.text
     assert "Khiếu nại của bạn còn đang mở" in page.text
     assert 'id="request-until"' in page.text
+
+
+def test_the_order_page_still_opens_after_an_erasure(
+    client: TestClient,
+    deps: Any,
+    seed_order: Callable[..., str],
+    outbox: Callable[..., list[dict[str, Any]]],
+) -> None:
+    need_privacy_api(client)
+    work_once = run_privacy_desk()
+    seed_order("DHPV6")
+    csrf = sign_in(client, outbox, "DHPV6")
+    r = client.post(
+        "/portal/privacy/requests",
+        data={"csrf": csrf, "kind": "erasure", "confirm": "yes"},
+        follow_redirects=False,
+    )
+    work_once(deps)
+    page = client.get(r.headers["location"].split("?")[0])
+    assert 'data-status="completed"' in page.text
+    assert "đã được xoá khỏi mọi dịch vụ" in page.text
+    # The order stays, without the buyer (the marketplace's record): its page still opens.
+    order = client.get("/order")
+    assert order.status_code == 200
+    assert "DHPV6" in order.text

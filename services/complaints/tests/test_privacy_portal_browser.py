@@ -145,6 +145,7 @@ def test_buyer_downloads_then_deletes_their_data_in_the_browser(
     desk.work_once(deps)
     page.wait_for_selector("#request-status[data-status=completed]", timeout=20_000)
     assert "đã được xoá" in page.inner_text("#request-erased")
+    assert page.locator("#request-erased form[action='/portal/logout']").count() == 1
 
     # In English too.
     page.click("#lang-switch")
