@@ -25,7 +25,7 @@ from complaints.privacy import desk
 from complaints.privacy.handlers import on_erasure_reported, on_redaction_requested
 from complaints.privacy.state import new_request
 from complaints.service import Deps
-from odr_shared.auth import Party
+from odr_shared.auth import Party, ServiceTokens
 from odr_shared.db import utcnow
 from odr_shared.events import ErasureReportedV1, RedactionRequestedV1, build_event
 
@@ -628,8 +628,12 @@ def test_an_access_request_waits_for_a_service_that_does_not_answer(
     seed_order("PR70", phone=PHONE_A)
     deps.settings.privacy_services = "gateway"
     deps.settings.service_urls = "gateway=http://127.0.0.1:9"  # nothing listens there
-    ack = ask(client, sign_in("PR70", PHONE_A), "access")
+    buyer = sign_in("PR70", PHONE_A)
+    ack = ask(client, buyer, "access")
     desk.work_once(deps)
+    r = client.get(f"/v1/privacy/requests/{ack['request_id']}/export", headers=buyer)
+    assert r.status_code == 409
+    assert r.json()["request_status"] == "in_progress"
     req = request_row(deps, ack["request_id"])
     assert req.status == "in_progress"
     assert req.attempts == 1
@@ -640,3 +644,47 @@ def test_an_access_request_waits_for_a_service_that_does_not_answer(
     assert desk.work_once(deps) == 0  # not before its next attempt
     with deps.sessions() as session:
         assert session.get(PrivacyExport, ack["request_id"]) is None
+
+
+# --------------------------------------------------------------------------- service endpoints
+
+
+def test_other_services_get_complaints_part_of_an_export_and_its_keys_with_a_service_token(
+    client: TestClient,
+    deps: Deps,
+    seed_order: Callable[..., str],
+    bearer: Callable[..., dict[str, str]],
+    raw_outbox: Outbox,
+) -> None:
+    mine = seed_order("PR80", phone=PHONE_A, buyer=BUYER_A)
+    theirs = seed_order("PR81", phone=PHONE_B, buyer=BUYER_B)
+    rec = open_case(deps, mine, DESCRIPTION_A)
+    open_case(deps, theirs, DESCRIPTION_B)
+    subject = subject_of_order(deps, mine)
+    svc = {"Authorization": f"Bearer {ServiceTokens(deps.settings, 'mediation').token()}"}
+    body = {"subject_id": subject, "order_ids": [mine], "case_ids": [rec.id]}
+    r = client.post("/internal/v1/privacy/export", json=body, headers=svc)
+    assert r.status_code == 200
+    part = r.json()
+    assert (part["service"], part["subject_id"]) == ("complaints", subject)
+    assert [o["order_id"] for o in part["records"]["orders"]] == [mine]
+    assert [c["case_id"] for c in part["records"]["cases"]] == [rec.id]
+    assert BUYER_B["name"] not in r.text
+    assert DESCRIPTION_B not in r.text
+    assert (
+        client.post("/internal/v1/privacy/export", json=body, headers=bearer("admin")).status_code
+        == 403
+    )
+    assert client.post("/internal/v1/privacy/export", json=body).status_code == 401
+    # The key of what complaints sealed for the buyer, for the services that consume it.
+    (opened,) = [e for e in raw_outbox() if e["type"] == "case.opened" and e["subject"] == rec.id]
+    kid = opened["data"]["sealed"]["kid"]
+    r = client.post("/internal/v1/subject-keys", json={"kids": [kid]}, headers=svc)
+    assert r.status_code == 200
+    assert set(r.json()["keys"]) == {kid}
+    assert (
+        client.post(
+            "/internal/v1/subject-keys", json={"kids": [kid]}, headers=bearer("admin")
+        ).status_code
+        == 403
+    )

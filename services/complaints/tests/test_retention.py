@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from complaints import service
 from complaints.models import Evidence, OtpChallenge, PrivacyExport
 from complaints.privacy.state import new_request
-from complaints.retention import rules, sweep_orphan_files
+from complaints.retention import RetentionJob, rules, sweep_orphan_files
 from complaints.service import Deps
 from odr_shared.auth import Party
 from odr_shared.db import utcnow
@@ -135,6 +135,9 @@ def test_purge_removes_only_expired_rows_and_a_dry_run_removes_nothing(
     assert paths["old"].exists()
     assert sweep_orphan_files(deps, min_age_s=0) == 1
     assert not paths["old"].exists()
+    # The worker's round: the purge then the sweep; nothing more is due.
+    job = RetentionJob(deps, purger, interval_s=3600)
+    assert not any(job.run_once().values())
     assert paths["recent"].exists()
     assert paths["open"].exists()
 

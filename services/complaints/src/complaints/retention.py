@@ -9,7 +9,7 @@
 
 Evidence files live on disk: the purge deletes their rows, and `sweep_orphan_files` then deletes
 every file whose row is gone (an erasure's leftovers after a crash too), in the worker
-(`EvidenceSweeper`) after each purge. Files younger than an hour are left alone: an upload
+(`RetentionJob`) after each purge. Files younger than an hour are left alone: an upload
 writes its file just before its row commits.
 """
 
@@ -27,7 +27,7 @@ from complaints.models import Evidence
 from complaints.service import Deps
 from complaints.settings import ComplaintsSettings
 from complaints.storage import LocalDiskStorage
-from odr_shared.retention import Rule, shared_rules
+from odr_shared.retention import Purger, Rule, shared_rules
 from odr_shared.worker import Stoppable
 
 log = logging.getLogger(__name__)
@@ -92,20 +92,29 @@ def sweep_orphan_files(
     return removed
 
 
-class EvidenceSweeper(Stoppable):
-    """The worker part that deletes orphan evidence files every `interval_s`."""
+class RetentionJob(Stoppable):
+    """The worker part: every `interval_s`, the purge (in bounded batches), then the sweep of
+    the evidence files whose rows it removed."""
 
-    def __init__(self, deps: Deps, interval_s: float) -> None:
+    def __init__(self, deps: Deps, purger: Purger, interval_s: float) -> None:
         self.deps = deps
+        self.purger = purger
         self.interval_s = interval_s
         self._stop = threading.Event()
 
+    def run_once(self) -> dict[str, int]:
+        purged = self.purger.purge()
+        purged["evidence_files"] = sweep_orphan_files(self.deps)
+        return purged
+
     def run(self) -> None:
-        while not self._stop.wait(self.interval_s):
+        while not self._stop.is_set():
             try:
-                sweep_orphan_files(self.deps)
+                self.run_once()
             except Exception as exc:  # noqa: BLE001 - a disk or database hiccup must not stop it
-                log.warning("evidence sweep failed", extra={"error": str(exc)})
+                log.warning("retention round failed", extra={"error": str(exc)})
+            self._stop.wait(self.interval_s)
 
     def stop(self) -> None:
         self._stop.set()
+        self.purger.stop()

@@ -9,7 +9,7 @@ import threading
 from complaints.consumer import GROUP_ID, batch_handlers, handlers
 from complaints.deps import build_deps
 from complaints.privacy.desk import PrivacyDesk
-from complaints.retention import EvidenceSweeper, rules
+from complaints.retention import RetentionJob, rules
 from complaints.service import Deps, check_deadlines
 from complaints.settings import ComplaintsSettings, get_settings
 from odr_shared.db import make_engine
@@ -78,8 +78,7 @@ def main(settings: ComplaintsSettings | None = None) -> None:
             relay,
             DeadlineClock(deps, settings.deadline_check_interval_s),
             PrivacyDesk(deps),
-            purger,
-            EvidenceSweeper(deps, settings.retention_interval_s),
+            RetentionJob(deps, purger, settings.retention_interval_s),
         ],
         bootstrap_servers=settings.kafka_bootstrap_servers,
         topics=[ORDERS_TOPIC, CASES_TOPIC, MEDIATION_TOPIC, NOTIFICATIONS_TOPIC, PRIVACY_TOPIC],

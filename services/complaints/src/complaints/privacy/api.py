@@ -180,7 +180,7 @@ def download_export(request_id: str, party: CurrentParty, deps: DepsDep) -> Resp
     if party.role != "consumer" or req.kind != "access":
         raise not_found("export")
     if req.status != "completed":
-        raise Problem(409, "Conflict", "the export is not ready yet", status=req.status)
+        raise Problem(409, "Conflict", "the export is not ready yet", request_status=req.status)
     with deps.sessions() as session:
         exp = session.get(PrivacyExport, request_id)
         if exp is None or exp.expires_at <= utcnow():

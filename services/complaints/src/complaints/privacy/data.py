@@ -171,7 +171,7 @@ def export(
         )
     cases = [_case_export(session, c) for c in found.cases]
     order_ids = [o.id for o in found.orders]
-    codes = (
+    codes: Any = (
         session.execute(
             select(OtpChallenge)
             .where(OtpChallenge.order_id.in_(order_ids))
@@ -180,7 +180,7 @@ def export(
         if order_ids
         else []
     )
-    requests = (
+    requests: Any = (
         session.execute(
             select(PrivacyRequest)
             .where(PrivacyRequest.subject_id == subject_id)
@@ -329,9 +329,8 @@ def erase(session: Session, found: Scope) -> Erased:
         )
         .execution_options(synchronize_session=False)
     )
-    counts["one_time_codes"] = session.execute(
-        delete(OtpChallenge).where(OtpChallenge.order_id.in_(order_ids))
-    ).rowcount
+    deleted = session.execute(delete(OtpChallenge).where(OtpChallenge.order_id.in_(order_ids)))
+    counts["one_time_codes"] = int(getattr(deleted, "rowcount", 0) or 0)
     if case_ids:
         for c in found.cases:
             c.description = ERASED
