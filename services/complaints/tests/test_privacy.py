@@ -443,6 +443,7 @@ def test_an_erasure_waits_for_an_open_case_and_goes_ahead_when_it_closes(
     assert view["reason"] == "open case"
     assert utcnow().fromisoformat(view["until"]) == rec.merchant_response_due_at
     assert DESCRIPTION_A in _scan_rows(deps)  # nothing erased while the case runs
+    assert ask(client, buyer, "erasure")["request_id"] == ack["request_id"]  # already waiting
     assert not [e for e in outbox() if e["type"] == "privacy.erasure_requested"]
     desk.work_once(deps)
     assert request_row(deps, ack["request_id"]).status == "deferred"
@@ -688,3 +689,18 @@ def test_other_services_get_complaints_part_of_an_export_and_its_keys_with_a_ser
         ).status_code
         == 403
     )
+
+
+def test_a_marketplace_redaction_for_a_buyer_nobody_knows_completes_at_once(deps: Deps) -> None:
+    asked = RedactionRequestedV1(platform_id="plat-a", kind="erasure", order_ids=[])
+    event = build_event(
+        source="test", event_type="privacy.redaction_requested", subject="plat-a", data=asked
+    )
+    with deps.sessions.begin() as session:
+        on_redaction_requested(session, event, deps)
+    assert desk.work_once(deps) == 1
+    with deps.sessions() as session:
+        (req,) = session.execute(select(PrivacyRequest)).scalars()
+        assert req.status == "completed"
+        assert set(req.reports) == {"complaints", *SERVICES}
+    assert desk.work_once(deps) == 0

@@ -121,13 +121,13 @@ def create_request(body: PrivacyRequestIn, party: CurrentParty, deps: DepsDep) -
             .where(
                 PrivacyRequest.subject_id == subject_id,
                 PrivacyRequest.kind == body.kind,
-                PrivacyRequest.status.in_(("received", "in_progress")),
+                PrivacyRequest.status.in_(("received", "in_progress", "deferred")),
             )
             .order_by(PrivacyRequest.created_at)
             .limit(1)
         ).scalar_one_or_none()
         if pending is not None:
-            req = pending  # the same request again: the one already on its way
+            req = pending  # the same request again: the one already on its way (or waiting)
         else:
             found = data.scope(session, subject_id)
             req = new_request(

@@ -33,6 +33,7 @@ from odr_shared.outbox import add_to_outbox
 from odr_shared.worker import Stoppable
 
 log = logging.getLogger(__name__)
+NOTHING_HELD = "nothing held: the buyer is unknown"
 
 
 class ServiceUnavailable(Exception):
@@ -120,6 +121,13 @@ def _erase(deps: Deps, request_id: str) -> None:
         req.case_ids = sorted(set(req.case_ids) | set(found.case_ids))
         req.needs_work = False
         req.next_attempt_at = None
+        if not req.subject_id and not req.order_ids:
+            # A marketplace named a buyer no service can know (no subject, no orders): nothing
+            # is held about them anywhere, so nothing to ask of anyone.
+            for name in [OWN, *services]:
+                record_report(req, name, "completed", reason=NOTHING_HELD)
+            settle_erasure(req, services)
+            return
         if found.open_cases:
             until = data.deferral_until(found.open_cases)
             record_report(req, OWN, "deferred", reason=OPEN_CASE, until=until)
@@ -189,8 +197,9 @@ def _export(deps: Deps, request_id: str, http: httpx.Client | None) -> None:
         }
     }
     body = {"subject_id": subject_id, "order_ids": order_ids, "case_ids": case_ids}
-    for name in deps.settings.privacy_service_names:
-        parts[name] = _ask(deps, http, name, body)
+    if subject_id or order_ids:  # else nobody can hold anything about an unknown buyer
+        for name in deps.settings.privacy_service_names:
+            parts[name] = _ask(deps, http, name, body)
     document = {
         "request_id": request_id,
         "subject_id": subject_id,
