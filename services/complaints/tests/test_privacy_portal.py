@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -319,6 +320,17 @@ def test_download_my_data_through_the_portal(
     assert "DHPV9" not in text
     assert "0987654321" not in text
 
+    # Once the export expires, the page says so and the file is gone.
+    from complaints.models import PrivacyRequest  # the backend's model (needs_privacy_api)
+
+    with deps.sessions.begin() as session:
+        req = session.get(PrivacyRequest, request_id.group(1))
+        req.export_expires_at = req.export_expires_at - timedelta(days=30)
+    page = client.get(status_url.split("?")[0])
+    assert "Liên kết tải đã hết hạn" in page.text
+    assert 'id="export-link"' not in page.text
+    assert client.get(link.group(1)).status_code == 404
+
     # Another session (another buyer) cannot see that request.
     client.cookies.clear()
     sign_in_other = client.post(
@@ -370,6 +382,7 @@ def test_delete_my_data_is_deferred_while_a_case_is_open(
     assert 'data-status="deferred"' in page.text
     assert "Khiếu nại của bạn còn đang mở" in page.text
     assert 'id="request-until"' in page.text
+    assert 'data-service="complaints" data-status="deferred">Khiếu nại: Tạm hoãn' in page.text
 
 
 def test_the_order_page_still_opens_after_an_erasure(

@@ -18,7 +18,7 @@ from fastapi.responses import HTMLResponse
 from starlette.responses import RedirectResponse, Response
 
 from complaints.api import order_for_caller
-from complaints.portal.i18n import translate_privacy_reason
+from complaints.portal.i18n import TEXT, translate, translate_privacy_reason
 from complaints.portal.notice import notice_context
 from complaints.portal.routes import (
     PRIVACY_KINDS,
@@ -167,7 +167,29 @@ async def request_page(request: Request, request_id: str) -> Response:
         polling=status in PENDING,
         poll_s=POLL_S,
         download_url=download_url,
+        services=_services(req, _lang(request)),
     )
+
+
+def _services(req: dict[str, Any], lang: str) -> list[dict[str, str]]:
+    """Each service's part of the request, in the reader's words."""
+    reports = req.get("services")
+    rows = []
+    for name, report in sorted(reports.items() if isinstance(reports, dict) else []):
+        got = report if isinstance(report, dict) else {}
+        status = str(got.get("status") or "in_progress")
+        rows.append(
+            {
+                "name": str(name),
+                "label": translate(f"svc_{name}", lang) if f"svc_{name}" in TEXT else str(name),
+                "status": status,
+                "status_label": translate(f"rs_{status}", lang)
+                if f"rs_{status}" in TEXT
+                else status,
+                "until": str(got.get("until") or ""),
+            }
+        )
+    return rows
 
 
 @router.get("/privacy/requests/{request_id}/export")
