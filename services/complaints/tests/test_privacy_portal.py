@@ -408,3 +408,27 @@ def test_the_order_page_still_opens_after_an_erasure(
     order = client.get("/order")
     assert order.status_code == 200
     assert "DHPV6" in order.text
+
+
+def test_too_many_data_requests_are_refused_kindly(
+    client: TestClient,
+    settings: ComplaintsSettings,
+    seed_order: Callable[..., str],
+    outbox: Callable[..., list[dict[str, Any]]],
+) -> None:
+    need_privacy_api(client)
+    seed_order("DHPV7")
+    csrf = sign_in(client, outbox, "DHPV7")
+    seen = set()
+    per_day = settings.privacy_requests_per_subject_per_day
+    for _ in range(per_day):  # the same pending request again: the one already on its way
+        r = client.post(
+            "/portal/privacy/requests",
+            data={"csrf": csrf, "kind": "access"},
+            follow_redirects=False,
+        )
+        assert r.headers["location"].startswith("/privacy/requests/")
+        seen.add(r.headers["location"].split("?")[0])
+    assert len(seen) == 1
+    r = client.post("/portal/privacy/requests", data={"csrf": csrf, "kind": "access"})
+    assert "Vui lòng thử lại sau 24 giờ" in r.text

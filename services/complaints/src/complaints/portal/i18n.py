@@ -262,6 +262,10 @@ TEXT: dict[str, tuple[str, str]] = {
         "Chưa thể gửi yêu cầu về dữ liệu lúc này, vui lòng thử lại sau.",
         "Data requests cannot be sent right now; please try again later.",
     ),
+    "err_privacy_too_many": (
+        "Bạn đã gửi nhiều yêu cầu về dữ liệu trong hôm nay. Vui lòng thử lại sau 24 giờ.",
+        "You have made several data requests today. Please try again in 24 hours.",
+    ),
     "req_access": ("Yêu cầu tải dữ liệu", "Request to download your data"),
     "req_erasure": ("Yêu cầu xoá dữ liệu", "Request to delete your data"),
     "req_received_notice": (

@@ -117,6 +117,8 @@ async def make_request(
     if answer.status_code == 401:
         return _see_other("/?e=err_session")
     back = "/privacy/erase" if kind == "erasure" else "/order"
+    if answer.status_code == 429:
+        return _see_other(back + "?e=err_privacy_too_many")
     return _see_other(back + "?e=err_privacy_unavailable")
 
 
