@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from complaints.app import create_app
 from complaints.portal.notice import RETENTION, retention_rows
 from complaints.settings import ComplaintsSettings
 
@@ -168,6 +169,26 @@ def test_retention_periods_follow_the_settings() -> None:
     assert rows["cases"]["period"] == "5 years after the case closes"
     rows = {r["key"]: r for r in retention_rows(configured, "vi")}
     assert rows["evidence"]["period"] == "400 ngày kể từ khi đóng vụ việc"
+
+
+def test_the_notice_reads_the_service_retention_settings(settings: ComplaintsSettings) -> None:
+    tuned = settings.model_copy(
+        update={
+            "retention_evidence_days": 400,
+            "retention_case_records_days": 3650,
+            "retention_otp_days": 2,
+            "privacy_export_ttl_days": 3,
+        }
+    )
+    app = create_app(tuned)
+    with TestClient(app) as c:
+        page = c.get("/privacy?lang=en").text
+    app.state.engine.dispose()
+    assert 'id="retention-evidence" data-days="400"' in page
+    assert "400 days after the case closes" in page
+    assert "10 years after the case closes" in page
+    assert 'id="retention-otp" data-days="2"' in page
+    assert 'id="retention-exports" data-days="3"' in page
 
 
 def test_consent_before_evidence_reaches_a_neutral(
