@@ -10,7 +10,15 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from complaints import service
-from complaints.models import Evidence, OtpChallenge, PrivacyExport
+from complaints.models import (
+    CaseRecord,
+    CaseTransition,
+    Evidence,
+    Offer,
+    OtpChallenge,
+    PrivacyExport,
+    TimelineEntry,
+)
 from complaints.privacy.state import new_request
 from complaints.retention import RetentionJob, rules, sweep_orphan_files
 from complaints.service import Deps
@@ -144,5 +152,71 @@ def test_purge_removes_only_expired_rows_and_a_dry_run_removes_nothing(
 
 def test_rules_cover_complaints_records_and_the_shared_ones(deps: Deps) -> None:
     names = {r.name for r in rules(deps.settings)}
-    assert {"otp_challenges", "case_evidence", "privacy_exports"} <= names
+    assert {"otp_challenges", "case_evidence", "privacy_exports", "case_records"} <= names
     assert len(names) > 3  # outbox, inbox, rate-limit windows from odr_shared
+
+
+def test_a_closed_cases_free_text_goes_after_its_period_and_its_facts_stay(
+    deps: Deps, seed_order: Callable[..., str]
+) -> None:
+    s = deps.settings
+    texts = {}
+    recs = {}
+    for name in ("old", "recent"):
+        order = seed_order(f"RT{name}")
+        party = Party("consumer", "c", platform_id="plat-a", order_id=order)
+        rec = service.open_case(
+            deps,
+            party,
+            order_code=f"RT{name}",
+            category="damaged",
+            description=f"Description of the {name} case, long enough.",
+            desired_outcome="refund",
+            claimed_amount=1000,
+            language="en",
+        )
+        platform = Party("platform", "p", platform_id="plat-a")
+        service.post_message(deps, platform, rec.id, f"Message on the {name} case")
+        offer = service.make_offer(deps, platform, rec.id, "refund", 1000, f"terms {name}")
+        service.answer_offer(deps, party, rec.id, offer.id, True, f"reason {name}")
+        texts[name] = (f"Description of the {name} case", f"Message on the {name} case")
+        recs[name] = rec.id
+    now = utcnow()
+    with deps.sessions.begin() as session:
+        for name, days in (("old", s.retention_case_records_days + 1), ("recent", 30)):
+            case = session.get(CaseRecord, recs[name])
+            assert case is not None
+            assert case.closed_at is not None
+            case.closed_at = now - timedelta(days=days)
+    purger = Purger(deps.sessions.kw["bind"], rules(s))
+    assert purger.purge(dry_run=True)["case_records"] == 1
+    done = purger.purge()
+    assert done["case_records"] == 1
+    assert done["case_timeline"] >= 1
+    assert done["case_offers_text"] == 1
+    assert done["case_transition_reasons"] >= 1
+    with deps.sessions() as session:
+        old, recent = session.get(CaseRecord, recs["old"]), session.get(CaseRecord, recs["recent"])
+        assert old is not None
+        assert recent is not None
+        assert old.description == ""
+        assert (old.status, old.settled_by, old.claimed_amount) == ("resolved", "offer", 1000)
+        assert recent.description.startswith("Description of the recent case")
+        offers = {o.case_id: o for o in session.execute(select(Offer)).scalars()}
+        assert offers[recs["old"]].terms is None
+        assert offers[recs["old"]].answer_reason is None
+        assert offers[recs["recent"]].terms == "terms recent"
+        timeline = session.execute(select(TimelineEntry.case_id)).scalars().all()
+        assert recs["old"] not in timeline
+        assert recs["recent"] in timeline
+        reasons = [
+            t.reason
+            for t in session.execute(
+                select(CaseTransition).where(
+                    CaseTransition.case_id == recs["old"], CaseTransition.actor_role != "system"
+                )
+            ).scalars()
+        ]
+        assert reasons
+        assert all(r is None for r in reasons)
+    assert not any(purger.purge().values())

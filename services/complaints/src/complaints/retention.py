@@ -4,6 +4,14 @@
 - `case_evidence`: evidence, 365 days after its case closed (COMPLAINTS_RETENTION_EVIDENCE_DAYS):
   long enough for a closed case to be questioned (a court, the regulator), then gone;
 - `privacy_exports`: an access export, once it expired (COMPLAINTS_PRIVACY_EXPORT_TTL_DAYS, 7);
+- `privacy_requests`: a completed data-subject request (the proof it was answered), 5 years
+  after completion (COMPLAINTS_RETENTION_PRIVACY_REQUESTS_DAYS);
+- `case_records`: a closed case's free text, 5 years after it closed
+  (COMPLAINTS_RETENTION_CASE_RECORDS_DAYS; limitation periods for claims): its description is
+  emptied, then (`case_timeline`, `case_offers_text`, `case_proposals_text`,
+  `case_transition_reasons`) its messages and notes, offer and proposal terms, answers' and
+  transitions' reasons. Status, dates, category, amounts, how it was settled and the decision
+  stay for the public platform record;
 - the shared rules (odr_shared.retention.shared_rules): outbox rows once sent, inbox rows,
   rate-limit windows (RETENTION_*_DAYS).
 
@@ -32,6 +40,8 @@ from odr_shared.worker import Stoppable
 
 log = logging.getLogger(__name__)
 ORPHAN_MIN_AGE_S = 3600.0
+# Closed cases whose free text is gone (by retention or erasure).
+_EMPTIED = "SELECT id FROM cases WHERE closed_at IS NOT NULL AND description = ''"
 _CHUNK = 500
 
 
@@ -42,6 +52,47 @@ def rules(settings: ComplaintsSettings) -> list[Rule]:
         Rule("otp_challenges", "otp_challenges", "expires_at", settings.retention_otp_days),
         Rule("case_evidence", "case_evidence", "case_closed_at", settings.retention_evidence_days),
         Rule("privacy_exports", "privacy_exports", "expires_at", 0, pk="request_id"),
+        Rule(
+            "privacy_requests",
+            "privacy_requests",
+            "completed_at",
+            settings.retention_privacy_requests_days,
+            where="id NOT IN (SELECT request_id FROM privacy_exports)",
+        ),
+        Rule(
+            "case_records",
+            "cases",
+            "closed_at",
+            settings.retention_case_records_days,
+            clear={"description": ""},
+        ),
+        # The rest of an emptied case's free text: right after its description (the rules run
+        # in this order), and what an erasure left.
+        Rule("case_timeline", "case_timeline", "at", 0, where=f"case_id IN ({_EMPTIED})"),
+        Rule(
+            "case_offers_text",
+            "case_offers",
+            "made_at",
+            0,
+            where=f"case_id IN ({_EMPTIED})",
+            clear={"terms": None, "answer_reason": None},
+        ),
+        Rule(
+            "case_proposals_text",
+            "case_proposals",
+            "made_at",
+            0,
+            where=f"case_id IN ({_EMPTIED})",
+            clear={"terms": None},
+        ),
+        Rule(
+            "case_transition_reasons",
+            "case_transitions",
+            "at",
+            0,
+            where=f"actor_role <> 'system' AND case_id IN ({_EMPTIED})",
+            clear={"reason": None},
+        ),
     ]
 
 

@@ -43,6 +43,11 @@ class ComplaintsSettings(ServiceSettings):
     # (shared setting, like RETENTION_BATCH_SIZE and the shared rules' periods).
     retention_otp_days: float = 1  # one-time codes, counted from their expiry
     retention_evidence_days: float = 365  # evidence files, counted from the case's closing
+    # A closed case's free text (description, messages, terms, reasons), counted from its
+    # closing; its facts stay for the public record.
+    retention_case_records_days: float = 5 * 365
+    # A completed data-subject request (the proof it was answered), counted from completion.
+    retention_privacy_requests_days: float = 5 * 365
 
     @property
     def privacy_service_names(self) -> list[str]:
