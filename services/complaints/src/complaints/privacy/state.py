@@ -26,7 +26,14 @@ OPEN_CASE = "open case"  # complaints' own deferral: the subject's case is not c
 
 
 def due_date(calendar: HolidayCalendar, at: datetime, working_days: int) -> datetime:
-    """The end of the local day `working_days` working days after `at` (holidays skipped)."""
+    """The end of the local day `working_days` working days after `at` (holidays skipped).
+
+    A request is acknowledged the moment it is made (the law's 2 working days for the
+    acknowledgement are met by design); its answer is due COMPLAINTS_PRIVACY_ANSWER_WORKING_DAYS
+    (15) working days later on the complaints holiday calendar. That default is a setting, not
+    a reading of Decree 356/2025: the operator checks it against the Decree for each kind of
+    request (docs/privacy.md) and sets it there.
+    """
     return calendar.deadline(at, working_days)
 
 
