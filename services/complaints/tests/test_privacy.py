@@ -704,3 +704,25 @@ def test_a_marketplace_redaction_for_a_buyer_nobody_knows_completes_at_once(deps
         assert req.status == "completed"
         assert set(req.reports) == {"complaints", *SERVICES}
     assert desk.work_once(deps) == 0
+
+
+def test_an_access_request_another_worker_holds_is_left_alone(
+    client: TestClient, deps: Deps, seed_order: Callable[..., str], sign_in: SignIn
+) -> None:
+    seed_order("PR90", phone=PHONE_A)
+    deps.settings.privacy_services = ""
+    ack = ask(client, sign_in("PR90", PHONE_A), "access")
+    with deps.sessions.begin() as session:
+        req = session.get(PrivacyRequest, ack["request_id"])
+        assert req is not None
+        req.next_attempt_at = utcnow() + timedelta(minutes=1)  # another replica's lease
+    desk.process(deps, ack["request_id"])
+    with deps.sessions() as session:
+        assert session.get(PrivacyExport, ack["request_id"]) is None
+    with deps.sessions.begin() as session:
+        req = session.get(PrivacyRequest, ack["request_id"])
+        assert req is not None
+        req.next_attempt_at = None  # the lease lapsed
+    assert desk.work_once(deps) == 1
+    assert request_row(deps, ack["request_id"]).status == "completed"
+    assert request_row(deps, ack["request_id"]).next_attempt_at is None

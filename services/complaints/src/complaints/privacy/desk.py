@@ -176,9 +176,14 @@ def _export(deps: Deps, request_id: str, http: httpx.Client | None) -> None:
         req = session.get(PrivacyRequest, request_id, with_for_update=True)
         if req is None or not req.needs_work:
             return
+        if req.next_attempt_at is not None and req.next_attempt_at > now:
+            return  # another worker holds it (its lease below) or it waits for a retry
+        # A lease: another replica's desk leaves it alone while this one asks the services.
+        asks = len(deps.settings.privacy_service_names) + 1
+        req.next_attempt_at = now + timedelta(seconds=deps.settings.privacy_http_timeout_s * asks)
         if req.status == "received":
             req.status = "in_progress"
-            req.updated_at = now
+        req.updated_at = now
     with deps.sessions() as session:
         req = session.get(PrivacyRequest, request_id)
         assert req is not None
