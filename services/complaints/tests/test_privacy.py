@@ -726,3 +726,32 @@ def test_an_access_request_another_worker_holds_is_left_alone(
     assert desk.work_once(deps) == 1
     assert request_row(deps, ack["request_id"]).status == "completed"
     assert request_row(deps, ack["request_id"]).next_attempt_at is None
+
+
+def test_a_marketplace_data_request_exports_only_that_platforms_orders(
+    deps: Deps, seed_order: Callable[..., str]
+) -> None:
+    here = seed_order("PR95", phone=PHONE_A, buyer=BUYER_A)
+    elsewhere = seed_order("PR96", platform_id="plat-b", phone=PHONE_A, buyer=BUYER_A)
+    deps.settings.privacy_services = ""
+    asked = RedactionRequestedV1(
+        platform_id="plat-a",
+        kind="access",
+        subject_id=subject_of_order(deps, here),
+        source_delivery_id="dlv-9",
+    )
+    event = build_event(
+        source="test", event_type="privacy.redaction_requested", subject="plat-a", data=asked
+    )
+    with deps.sessions.begin() as session:
+        on_redaction_requested(session, event, deps)
+    assert desk.work_once(deps) == 1
+    with deps.sessions() as session:
+        (req,) = session.execute(select(PrivacyRequest)).scalars()
+        assert (req.status, req.source, req.platform_id) == ("completed", "platform", "plat-a")
+        stored = session.get(PrivacyExport, req.id)
+        assert stored is not None
+        doc = json.loads(deps.cipher.decrypt_bytes(stored.export_enc))
+    orders = doc["services"]["complaints"]["records"]["orders"]
+    assert [o["order_id"] for o in orders] == [here]
+    assert elsewhere not in json.dumps(doc)
