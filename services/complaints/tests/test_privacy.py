@@ -755,3 +755,25 @@ def test_a_marketplace_data_request_exports_only_that_platforms_orders(
     orders = doc["services"]["complaints"]["records"]["orders"]
     assert [o["order_id"] for o in orders] == [here]
     assert elsewhere not in json.dumps(doc)
+
+
+def test_metrics_show_requests_by_status_and_the_overdue_ones(
+    client: TestClient, deps: Deps
+) -> None:
+    with deps.sessions.begin() as session:
+        for days_ago in (1, 40):
+            new_request(
+                session,
+                kind="access",
+                subject_id=f"sp_{days_ago:032x}",
+                source="consumer",
+                order_ids=[],
+                case_ids=[],
+                calendar=deps.calendar,
+                answer_working_days=15,
+                now=utcnow() - timedelta(days=days_ago),
+            )
+    text_ = client.get("/metrics").text
+    assert 'odr_privacy_requests{status="received"} 2.0' in text_
+    assert 'odr_privacy_requests{status="completed"} 0.0' in text_
+    assert "odr_privacy_requests_overdue 1.0" in text_

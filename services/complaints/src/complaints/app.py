@@ -8,6 +8,7 @@ from complaints.api import router
 from complaints.deps import build_deps
 from complaints.portal import mount_portal
 from complaints.privacy.api import router as privacy_router
+from complaints.privacy.metrics import watch
 from complaints.settings import ComplaintsSettings, get_settings
 from odr_shared.db import API_CHECKPOINT_PAGES, make_engine
 from odr_shared.logs import configure_logging
@@ -39,5 +40,6 @@ def create_app(settings: ComplaintsSettings | None = None) -> FastAPI:
     app.include_router(privacy_router)
     # Other services fetch the keys of what complaints sealed here (service token only).
     app.include_router(subject_keys_router(deps.keys, deps.sessions))
+    watch(deps.sessions)
     mount_portal(app, deps)
     return app
