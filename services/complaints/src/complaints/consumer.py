@@ -195,7 +195,9 @@ def apply_mediation_event(session: Session, event: CloudEvent[BaseModel], deps: 
         _entry(session, rec, "note", _actor(data), event.time, text=f"{event.type}: {exc}")
 
 
-def handlers(deps: Deps) -> dict[str, EventHandler]:
+def handlers(deps: Deps, forget: Callable[[str], None] | None = None) -> dict[str, EventHandler]:
+    """Every handler of the worker's consumer; `forget(subject_id)` drops the opener's cached
+    keys of a subject another service reported erased."""
     table: dict[str, EventHandler] = {
         "order.status_changed": partial(
             apply_order_event, cipher=deps.cipher, subject_of=deps.subject_of
@@ -203,7 +205,7 @@ def handlers(deps: Deps) -> dict[str, EventHandler]:
     }
     for event_type in MEDIATION_HANDLERS:
         table[event_type] = partial(apply_mediation_event, deps=deps)
-    table.update(privacy_handlers.handlers(deps))
+    table.update(privacy_handlers.handlers(deps, forget))
     return table
 
 

@@ -54,18 +54,19 @@ def main(settings: ComplaintsSettings | None = None) -> None:
     )
     deps = build_deps(settings, engine)
     producer = make_producer(settings.kafka_bootstrap_servers, "complaints-worker")
+    # order.status_changed arrives sealed by the gateway: complaints needs the buyer.
+    opener = Opener.from_settings(
+        settings, service="complaints", store=deps.keys, session_factory=deps.sessions
+    )
     consumer = EventConsumer(
         settings=settings,
         group_id=GROUP_ID,
-        handlers=handlers(deps),
+        handlers=handlers(deps, forget=opener.forget),
         batch_handlers=batch_handlers(deps),
         topics=[ORDERS_TOPIC, MEDIATION_TOPIC, PRIVACY_TOPIC],
         session_factory=deps.sessions,
         producer=producer,
-        # order.status_changed arrives sealed by the gateway: complaints needs the buyer.
-        opener=Opener.from_settings(
-            settings, service="complaints", store=deps.keys, session_factory=deps.sessions
-        ),
+        opener=opener,
     )
     relay = OutboxRelay(
         engine, producer, poll_interval_s=settings.outbox_poll_interval_s, name="complaints"

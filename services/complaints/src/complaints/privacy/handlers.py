@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from functools import partial
 
 from pydantic import BaseModel
@@ -19,10 +20,21 @@ from odr_shared.kafka import EventHandler
 log = logging.getLogger(__name__)
 
 
-def on_erasure_reported(session: Session, event: CloudEvent[BaseModel], deps: Deps) -> None:
-    """Record one service's report; the request completes when every service completed."""
+def on_erasure_reported(
+    session: Session,
+    event: CloudEvent[BaseModel],
+    deps: Deps,
+    forget: Callable[[str], None] | None = None,
+) -> None:
+    """Record one service's report; the request completes when every service completed.
+
+    A service that erased has destroyed its keys of the subject: `forget` drops what the
+    worker's opener still caches of them, so no later event of theirs is opened from memory.
+    """
     report = event.data
     assert isinstance(report, ErasureReportedV1)
+    if forget is not None and report.status == "completed":
+        forget(report.subject_id)
     req = session.get(PrivacyRequest, report.request_id, with_for_update=True)
     if req is None or req.kind != "erasure":
         log.warning(
@@ -94,8 +106,8 @@ def on_redaction_requested(session: Session, event: CloudEvent[BaseModel], deps:
     )
 
 
-def handlers(deps: Deps) -> dict[str, EventHandler]:
+def handlers(deps: Deps, forget: Callable[[str], None] | None = None) -> dict[str, EventHandler]:
     return {
-        "privacy.erasure_reported": partial(on_erasure_reported, deps=deps),
+        "privacy.erasure_reported": partial(on_erasure_reported, deps=deps, forget=forget),
         "privacy.redaction_requested": partial(on_redaction_requested, deps=deps),
     }
