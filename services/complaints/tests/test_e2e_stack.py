@@ -13,6 +13,8 @@ import pytest
 from kafka import KafkaConsumer
 
 from odr_shared.auth import TokenService
+from odr_shared.events import NotificationCommandV1, SealedPayloadV2, parse_event
+from odr_shared.privacy import KeyClient, unsealed
 from odr_shared.settings import ServiceSettings
 from odr_shared.testing import sample_order, standard_webhook_headers
 
@@ -36,8 +38,10 @@ def admin() -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def read_otp(bootstrap: str, order_id: str) -> str:
-    """The code as complaints asked notifications to text it (notifications.commands)."""
+def read_otp(bootstrap: str, order_id: str, complaints_url: str) -> str:
+    """The code as complaints asked notifications to text it (notifications.commands), opened
+    as notifications opens it: the key from complaints' subject-key endpoint."""
+    keys = KeyClient(ServiceSettings(service_urls=f"complaints={complaints_url}"), "notifications")
     reader = KafkaConsumer(
         "notifications.commands",
         bootstrap_servers=bootstrap,
@@ -50,18 +54,23 @@ def read_otp(bootstrap: str, order_id: str) -> str:
     def poll() -> str | None:
         for records in reader.poll(timeout_ms=500).values():
             for r in records:
-                event = json.loads(r.value)
-                if (
-                    event["type"] == "notification.send"
-                    and event["data"].get("order_id") == order_id
-                ):
-                    return str(event["data"]["params"]["code"])
+                event = parse_event(r.value)
+                if event.type != "notification.send":
+                    continue
+                if isinstance(event.data, SealedPayloadV2):
+                    assert "params" not in json.loads(r.value)["data"]  # sealed, not in clear
+                    kid = event.data.sealed.kid
+                    event = unsealed(event, keys.fetch(event.data.sealed.owner, [kid])[kid])
+                data = event.data if event is not None else None
+                if isinstance(data, NotificationCommandV1) and data.order_id == order_id:
+                    return str(data.params["code"])
         return None
 
     try:
         return str(wait_for(poll, 40))
     finally:
         reader.close()
+        keys.close()
 
 
 def test_buyer_journey_on_the_running_stack(stack: Any) -> None:
@@ -96,7 +105,7 @@ def test_buyer_journey_on_the_running_stack(stack: Any) -> None:
         ).status_code
         == 202
     )
-    otp = read_otp(stack.bootstrap, f"{pid}:{code}")
+    otp = read_otp(stack.bootstrap, f"{pid}:{code}", complaints)
     token = httpx.post(
         f"{complaints}/v1/otp/verify", json={"order_code": code, "phone": "0912345678", "code": otp}
     ).json()

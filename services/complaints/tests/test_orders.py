@@ -28,7 +28,7 @@ def _apply(deps: Deps, event: object) -> None:
     with deps.sessions.begin() as session:
         if already_processed(session, "complaints", event.id):  # type: ignore[attr-defined]
             return
-        apply_order_event(session, event, deps.cipher)  # type: ignore[arg-type]
+        apply_order_event(session, event, deps.cipher, subject_of=deps.subject_of)  # type: ignore[arg-type]
         mark_processed(session, "complaints", event.id, "order.status_changed")  # type: ignore[attr-defined]
 
 

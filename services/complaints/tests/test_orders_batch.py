@@ -224,7 +224,7 @@ def test_a_batch_takes_one_locking_select_and_bulk_statements(deps: Deps) -> Non
     event.listen(engine, "before_cursor_execute", spy)
     try:
         with deps.sessions.begin() as s:
-            apply_order_events(s, poll, deps.cipher)
+            apply_order_events(s, poll, deps.cipher, subject_of=deps.subject_of)
     finally:
         event.remove(engine, "before_cursor_execute", spy)
     # One locking SELECT; then the new orders, the moved ones and every event's history row,
@@ -248,6 +248,8 @@ def test_orders_loaded_in_the_session_are_reloaded_after_a_batch(deps: Deps) -> 
         order = s.get(Order, "plat-a:L1")
         assert order is not None
         assert order.status == "paid"
-        apply_order_events(s, [order_event("L1", "shipped", 2)], deps.cipher)
+        apply_order_events(
+            s, [order_event("L1", "shipped", 2)], deps.cipher, subject_of=deps.subject_of
+        )
         assert order.status == "shipped"
         assert [h.status for h in order.history] == ["paid", "shipped"]

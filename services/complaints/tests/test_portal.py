@@ -91,7 +91,10 @@ def test_portal_journey_over_http(
     client.post(f"/cases/{case_id}/offers/{offer['offer_id']}/reject", data={"csrf": csrf})
     page = client.get(case_url)
     assert 'id="escalate"' in page.text
-    page = client.post(f"/cases/{case_id}/escalate", data={"csrf": csrf, "reason": "Không đồng ý"})
+    page = client.post(
+        f"/cases/{case_id}/escalate",
+        data={"csrf": csrf, "reason": "Không đồng ý", "consent_share_with_neutral": "yes"},
+    )
     assert 'data-status="escalated"' in page.text
     # Another consumer's case is not reachable from this session.
     missing = client.get("/cases/00000000-0000-0000-0000-000000000000")

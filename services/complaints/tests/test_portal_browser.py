@@ -124,6 +124,7 @@ def test_buyer_journey_in_the_browser(
     page.click("button.reject-offer")
     page.wait_for_selector("#escalate")
     page.fill("#escalate-form input[name=reason]", "Đề nghị quá thấp")
+    page.check("#escalate-consent")  # the file, evidence included, goes to a neutral
     page.click("#escalate")
     page.wait_for_selector("#case-status[data-status=escalated]")
     assert "Đã chuyển hòa giải" in page.inner_text("#case-status")

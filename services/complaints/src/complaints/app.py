@@ -7,9 +7,12 @@ from fastapi import FastAPI
 from complaints.api import router
 from complaints.deps import build_deps
 from complaints.portal import mount_portal
+from complaints.privacy.api import router as privacy_router
+from complaints.privacy.metrics import watch
 from complaints.settings import ComplaintsSettings, get_settings
 from odr_shared.db import API_CHECKPOINT_PAGES, make_engine
 from odr_shared.logs import configure_logging
+from odr_shared.privacy import subject_keys_router
 from odr_shared.web import create_service_app
 
 
@@ -34,5 +37,9 @@ def create_app(settings: ComplaintsSettings | None = None) -> FastAPI:
     app.state.sessions = deps.sessions
     app.state.cipher = deps.cipher
     app.include_router(router)
+    app.include_router(privacy_router)
+    # Other services fetch the keys of what complaints sealed here (service token only).
+    app.include_router(subject_keys_router(deps.keys, deps.sessions))
+    watch(deps.sessions)
     mount_portal(app, deps)
     return app

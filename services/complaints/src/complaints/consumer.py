@@ -1,4 +1,5 @@
-"""Complaints' Kafka handlers: orders.events feed the projection, mediation.events move cases."""
+"""Complaints' Kafka handlers: orders.events feed the projection, mediation.events move cases,
+privacy.events bring the other services' erasure reports and marketplaces' redaction requests."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from sqlalchemy.orm import Session
 from complaints.domain import Actor, DomainError
 from complaints.models import CaseNeutral, CaseRecord, Proposal
 from complaints.orders import apply_order_event, apply_order_events
+from complaints.privacy import handlers as privacy_handlers
 from complaints.service import Deps, _entry, _save, _to_domain
 from odr_shared.events import CaseStatus, CloudEvent, MediationEventV1
 from odr_shared.kafka import BatchHandler, EventHandler
@@ -193,15 +195,24 @@ def apply_mediation_event(session: Session, event: CloudEvent[BaseModel], deps: 
         _entry(session, rec, "note", _actor(data), event.time, text=f"{event.type}: {exc}")
 
 
-def handlers(deps: Deps) -> dict[str, EventHandler]:
+def handlers(deps: Deps, forget: Callable[[str], None] | None = None) -> dict[str, EventHandler]:
+    """Every handler of the worker's consumer; `forget(subject_id)` drops the opener's cached
+    keys of a subject another service reported erased."""
     table: dict[str, EventHandler] = {
-        "order.status_changed": partial(apply_order_event, cipher=deps.cipher)
+        "order.status_changed": partial(
+            apply_order_event, cipher=deps.cipher, subject_of=deps.subject_of
+        )
     }
     for event_type in MEDIATION_HANDLERS:
         table[event_type] = partial(apply_mediation_event, deps=deps)
+    table.update(privacy_handlers.handlers(deps, forget))
     return table
 
 
 def batch_handlers(deps: Deps) -> dict[str, BatchHandler]:
     """Order events arrive in bursts (a marketplace's backfill, a busy hour): set-based."""
-    return {"order.status_changed": partial(apply_order_events, cipher=deps.cipher)}
+    return {
+        "order.status_changed": partial(
+            apply_order_events, cipher=deps.cipher, subject_of=deps.subject_of
+        )
+    }

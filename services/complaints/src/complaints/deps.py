@@ -2,18 +2,57 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+from typing import Any
+
+from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from complaints.domain import HolidayCalendar
+from complaints.orders import SubjectOf
 from complaints.service import Deps
 from complaints.settings import ComplaintsSettings
 from complaints.storage import LocalDiskStorage
 from odr_shared.auth import TokenService
 from odr_shared.crypto import DataCipher
 from odr_shared.db import make_session_factory
+from odr_shared.phone import InvalidPhone
+from odr_shared.privacy import KeyStore, Sealer, subject_for_phone
+from odr_shared.privacy.keys import subject_key_material
+
+
+def _secure_delete(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA secure_delete=ON")
+    cur.close()
+
+
+def erase_for_good(engine: Engine) -> None:
+    """On SQLite, overwrite deleted and replaced content with zeros: erased free text must not
+    linger in the file's free pages (PostgreSQL's VACUUM reclaims dead rows)."""
+    if engine.dialect.name == "sqlite" and not event.contains(engine, "connect", _secure_delete):
+        event.listen(engine, "connect", _secure_delete)
+
+
+def subject_function(settings: ComplaintsSettings) -> SubjectOf:
+    """A phone's data subject id; a marketplace's phone that is no phone number still names one
+    buyer (the keyed hash of what was given), so that buyer can still be erased."""
+    key = subject_key_material(settings)
+
+    def subject_of(phone: str) -> str:
+        try:
+            return subject_for_phone(phone, key)
+        except InvalidPhone:
+            digest = hmac.new(key, phone.strip().encode(), hashlib.sha256).hexdigest()
+            return "sp_" + digest[:32]
+
+    return subject_of
 
 
 def build_deps(settings: ComplaintsSettings, engine: Engine) -> Deps:
+    erase_for_good(engine)
+    keys = KeyStore.from_settings(settings)
     return Deps(
         settings=settings,
         sessions=make_session_factory(engine),
@@ -21,4 +60,7 @@ def build_deps(settings: ComplaintsSettings, engine: Engine) -> Deps:
         calendar=HolidayCalendar.vietnam(settings.holidays_file),
         storage=LocalDiskStorage(settings.storage_dir),
         tokens=TokenService(settings),
+        keys=keys,
+        sealer=Sealer(keys, owner="complaints"),
+        subject_of=subject_function(settings),
     )

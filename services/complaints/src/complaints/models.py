@@ -5,12 +5,23 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from odr_shared.db import TYPE_ANNOTATION_MAP, new_metadata
 from odr_shared.inbox import inbox_table
 from odr_shared.outbox import outbox_table
+from odr_shared.privacy import subject_keys_table
 from odr_shared.ratelimit import rate_limit_table
 
 
@@ -22,6 +33,7 @@ class Base(DeclarativeBase):
 outbox_table(Base.metadata)
 inbox_table(Base.metadata)
 rate_limit_table(Base.metadata)
+subject_keys_table(Base.metadata)
 
 
 class Order(Base):
@@ -37,6 +49,9 @@ class Order(Base):
     buyer_phone_enc: Mapped[str] = mapped_column(Text)
     buyer_phone_hash: Mapped[str] = mapped_column(String(64), index=True)
     buyer_email_enc: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The buyer as a data subject (keyed hash of the canonical phone, odr_shared.privacy); NULL
+    # once the buyer's data was erased.
+    subject_id: Mapped[str | None] = mapped_column(String(64), index=True)
     seller_id: Mapped[str] = mapped_column(String(100))
     seller_name: Mapped[str] = mapped_column(String(200))
     items: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
@@ -96,6 +111,8 @@ class CaseRecord(Base):
     open_order_id: Mapped[str | None] = mapped_column(String(200), unique=True)
     platform_id: Mapped[str] = mapped_column(String(40), index=True)
     order_code: Mapped[str] = mapped_column(String(100))
+    # The buyer's data subject (copied from the order when the case opens; NULL once erased).
+    subject_id: Mapped[str | None] = mapped_column(String(64), index=True)
     seller_id: Mapped[str] = mapped_column(String(100))
     category: Mapped[str] = mapped_column(String(40))
     description: Mapped[str] = mapped_column(Text)
@@ -159,6 +176,8 @@ class Evidence(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     storage_key: Mapped[str] = mapped_column(String(100))
     uploaded_at: Mapped[datetime]
+    # When the case closed: retention counts from here (complaints.retention).
+    case_closed_at: Mapped[datetime | None] = mapped_column(index=True)
 
 
 class Offer(Base):
@@ -206,3 +225,48 @@ class CaseNeutral(Base):
     role: Mapped[str] = mapped_column(String(20))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     assigned_at: Mapped[datetime]
+
+
+class PrivacyRequest(Base):
+    """A data subject's request (access or erasure) and how far each service got with it."""
+
+    __tablename__ = "privacy_requests"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(10))  # access erasure
+    subject_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    source: Mapped[str] = mapped_column(String(10))  # consumer platform admin
+    platform_id: Mapped[str | None] = mapped_column(String(40))  # platform: only its copies
+    source_ref: Mapped[str | None] = mapped_column(String(200))  # the platform's delivery id
+    requested_by: Mapped[str | None] = mapped_column(String(200))
+    # The orders and cases the request covered when it was made (and when it was worked on).
+    order_ids: Mapped[list[str]] = mapped_column(JSON)
+    case_ids: Mapped[list[str]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(20), index=True)  # received in_progress ...
+    reason: Mapped[str | None] = mapped_column(Text)
+    until: Mapped[datetime | None]
+    acknowledged_at: Mapped[datetime]
+    due_at: Mapped[datetime] = mapped_column(index=True)
+    completed_at: Mapped[datetime | None]
+    export_expires_at: Mapped[datetime | None]
+    # Per service: {"status", "reason", "until", "counts", "at"} as each reported.
+    reports: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # The worker has something to do for it (set on creation, and when a deferral lifts).
+    needs_work: Mapped[bool] = mapped_column(Boolean, default=True, index=True)
+    next_attempt_at: Mapped[datetime | None]
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class PrivacyExport(Base):
+    """An access request's export: one JSON document, encrypted, deleted once it expires."""
+
+    __tablename__ = "privacy_exports"
+
+    request_id: Mapped[str] = mapped_column(ForeignKey("privacy_requests.id"), primary_key=True)
+    export_enc: Mapped[bytes] = mapped_column(LargeBinary)
+    size: Mapped[int]
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -18,6 +18,9 @@ from odr_shared.events import CloudEvent, OrderStatusChangedV1
 from odr_shared.logs import mask_email, mask_name, mask_phone
 from odr_shared.phone import InvalidPhone, normalize_phone
 
+# The buyer's data subject id from the canonical phone (odr_shared.privacy.subject_for_phone).
+SubjectOf = Callable[[str], str]
+
 
 def canonical_phone(raw: str) -> str:
     try:
@@ -26,7 +29,9 @@ def canonical_phone(raw: str) -> str:
         return raw.strip()
 
 
-def _snapshot(data: OrderStatusChangedV1, cipher: DataCipher, now: datetime) -> dict[str, Any]:
+def _snapshot(
+    data: OrderStatusChangedV1, cipher: DataCipher, subject_of: SubjectOf, now: datetime
+) -> dict[str, Any]:
     """The order's columns an event sets, buyer contact data encrypted."""
     phone = canonical_phone(data.buyer.phone)
     return {
@@ -34,6 +39,8 @@ def _snapshot(data: OrderStatusChangedV1, cipher: DataCipher, now: datetime) -> 
         "buyer_phone_enc": cipher.encrypt(phone),
         "buyer_phone_hash": cipher.lookup_hash(phone),
         "buyer_email_enc": cipher.encrypt(data.buyer.email) if data.buyer.email else None,
+        # The gateway names the subject; an older event does not: the same function here.
+        "subject_id": data.subject_id or subject_of(phone),
         "seller_id": data.seller.id,
         "seller_name": data.seller.name,
         "items": [i.model_dump() for i in data.items],
@@ -43,13 +50,15 @@ def _snapshot(data: OrderStatusChangedV1, cipher: DataCipher, now: datetime) -> 
     }
 
 
-def apply_order_event(session: Session, event: CloudEvent[BaseModel], cipher: DataCipher) -> None:
+def apply_order_event(
+    session: Session, event: CloudEvent[BaseModel], cipher: DataCipher, *, subject_of: SubjectOf
+) -> None:
     """Upsert the order; an older event (by status_at) adds history but never rolls status back."""
     data = event.data
     assert isinstance(data, OrderStatusChangedV1)
     now = utcnow()
     order = session.get(Order, data.order_id, with_for_update=True)
-    snapshot = _snapshot(data, cipher, now)
+    snapshot = _snapshot(data, cipher, subject_of, now)
     if order is None:
         order = Order(
             id=data.order_id,
@@ -88,6 +97,7 @@ _SNAPSHOT = (
     "buyer_phone_enc",
     "buyer_phone_hash",
     "buyer_email_enc",
+    "subject_id",
     "seller_id",
     "seller_name",
     "items",
@@ -129,7 +139,11 @@ class _Outcome:
 
 
 def apply_order_events(
-    session: Session, events: Sequence[CloudEvent[BaseModel]], cipher: DataCipher
+    session: Session,
+    events: Sequence[CloudEvent[BaseModel]],
+    cipher: DataCipher,
+    *,
+    subject_of: SubjectOf,
 ) -> None:
     """Apply a batch of order events as `apply_order_event` applied to each in turn would.
 
@@ -192,7 +206,7 @@ def apply_order_events(
         last = outcome.last
         if last is None:
             continue  # only older events: history rows, the order stays as it is
-        row = _snapshot(last, cipher, now)
+        row = _snapshot(last, cipher, subject_of, now)
         row["status"] = last.status.value
         row["status_at"] = last.status_at
         first = outcome.inserted_by
@@ -249,8 +263,13 @@ def order_view(order: Order, cipher: DataCipher) -> dict[str, Any]:
         "status": order.status,
         "status_at": order.status_at.isoformat(),
         "buyer": {
-            "name": mask_name(cipher.decrypt(order.buyer_name_enc)),
-            "phone": mask_phone(cipher.decrypt(order.buyer_phone_enc)),
+            # An erased buyer's columns are empty: nothing to show.
+            "name": mask_name(cipher.decrypt(order.buyer_name_enc))
+            if order.buyer_name_enc
+            else None,
+            "phone": mask_phone(cipher.decrypt(order.buyer_phone_enc))
+            if order.buyer_phone_enc
+            else None,
             "email": mask_email(email) if email else None,
         },
         "seller": {"id": order.seller_id, "name": order.seller_name},

@@ -31,7 +31,8 @@ from complaints.models import (
     Proposal,
     TimelineEntry,
 )
-from complaints.orders import canonical_phone
+from complaints.orders import SubjectOf, canonical_phone
+from complaints.privacy.state import release_deferred_erasures
 from complaints.settings import ComplaintsSettings
 from complaints.storage import EvidenceStorage, sniff
 from odr_shared.auth import Party, TokenService
@@ -49,6 +50,7 @@ from odr_shared.events import (
 from odr_shared.events import Actor as EventActor
 from odr_shared.logs import mask_phone
 from odr_shared.outbox import add_to_outbox
+from odr_shared.privacy import KeyStore, Sealer
 from odr_shared.problems import Problem, not_found
 from odr_shared.ratelimit import Limit, hit
 
@@ -66,6 +68,9 @@ class Deps:
     calendar: HolidayCalendar
     storage: EvidenceStorage
     tokens: TokenService
+    keys: KeyStore  # the data keys of the subjects whose data complaints publishes
+    sealer: Sealer  # seals personal fields of what complaints publishes, under those keys
+    subject_of: SubjectOf  # a phone's data subject id
 
 
 @contextmanager
@@ -118,6 +123,7 @@ def request_otp(
         ).scalars()
         now = utcnow()
         for order in orders:
+            subject_id = order.subject_id or deps.subject_of(phone_norm)
             challenge_id = str(uuid.uuid4())
             code = f"{secrets.randbelow(1_000_000):06d}"
             session.add(
@@ -146,7 +152,9 @@ def request_otp(
             event = build_event(
                 source=SOURCE, event_type="notification.send", subject=order.id, data=command
             )
-            add_to_outbox(session, NOTIFICATIONS_TOPIC, phone_hash, event)
+            # The code and the recipient travel sealed under the buyer's key.
+            sealed = deps.sealer.seal(session, event, subject_id)
+            add_to_outbox(session, NOTIFICATIONS_TOPIC, phone_hash, sealed)
             log.info("otp issued", extra={"order_id": order.id, "phone": mask_phone(phone_norm)})
 
 
@@ -220,6 +228,9 @@ def _to_domain(rec: CaseRecord) -> Case:
 
 def _contact(deps: Deps, order: Order, language: str) -> Contact:
     c = deps.cipher
+    if order.subject_id is None:
+        # The buyer's data was erased: nothing left to tell.
+        return Contact(language=language)
     return Contact(
         name=c.decrypt(order.buyer_name_enc),
         phone=c.decrypt(order.buyer_phone_enc),
@@ -252,7 +263,10 @@ def _publish(session: Session, deps: Deps, rec: CaseRecord, ev: CaseEvent) -> No
         details=ev.details,
     )
     event = build_event(source=SOURCE, event_type=ev.type, subject=rec.id, data=payload, time=ev.at)
-    add_to_outbox(session, CASES_TOPIC, rec.id, event)
+    # The buyer's contact, free text and details travel sealed under the buyer's key; a case
+    # whose buyer was erased has none left, its key is then one of the case alone.
+    subject_id = rec.subject_id or order.subject_id or f"case:{rec.id}"
+    add_to_outbox(session, CASES_TOPIC, rec.id, deps.sealer.seal(session, event, subject_id))
 
 
 def _save(session: Session, deps: Deps, rec: CaseRecord, case: Case) -> None:
@@ -265,9 +279,17 @@ def _save(session: Session, deps: Deps, rec: CaseRecord, case: Case) -> None:
     rec.deadline_missed_at = case.deadline_missed_at
     rec.settled_by = case.settled_by
     rec.updated_at = utcnow()
+    closing = not case.is_open and rec.open_order_id is not None
     if not case.is_open:
         rec.open_order_id = None
         rec.closed_at = rec.closed_at or rec.updated_at
+    if closing:
+        # Evidence retention counts from the closing; an erasure waiting on this case may go.
+        session.execute(
+            update(Evidence).where(Evidence.case_id == rec.id).values(case_closed_at=rec.closed_at)
+        )
+        session.flush()
+        release_deferred_erasures(session, rec)
     for t in case.history:
         session.add(
             CaseTransition(
@@ -366,6 +388,7 @@ def open_case(
                 open_order_id=order.id,
                 platform_id=order.platform_id,
                 order_code=order.order_code,
+                subject_id=order.subject_id,
                 seller_id=order.seller_id,
                 category=category,
                 description=description,

@@ -136,6 +136,191 @@ TEXT: dict[str, tuple[str, str]] = {
     "out_replacement": ("Đổi hàng", "Replacement"),
     "out_return_and_refund": ("Trả hàng, hoàn tiền", "Return and refund"),
     "out_other": ("Khác", "Other"),
+    # Privacy: the notice (/privacy), the data-subject requests, consent.
+    "privacy_link": ("Quyền riêng tư", "Privacy"),
+    "pn_title": ("Thông báo xử lý dữ liệu cá nhân", "Privacy notice"),
+    "pn_intro": (
+        "Thông báo này cho biết chúng tôi xử lý dữ liệu cá nhân nào của bạn, vì sao, chia sẻ "
+        "với ai, lưu trong bao lâu và bạn có những quyền gì theo Luật Bảo vệ dữ liệu cá nhân "
+        "số 91/2025/QH15 và Nghị định 356/2025/NĐ-CP.",
+        "This notice says which of your personal data we process, why, with whom we share it, "
+        "how long we keep it and what your rights are under the Law on Personal Data Protection "
+        "No. 91/2025/QH15 and Decree 356/2025/ND-CP.",
+    ),
+    "pn_controller": ("Bên kiểm soát dữ liệu", "Data controller"),
+    "pn_contact": ("Liên hệ về dữ liệu cá nhân", "Contact for personal data"),
+    "pn_purposes": ("Mục đích xử lý", "Purposes of processing"),
+    "pn_data": ("Dữ liệu", "Data"),
+    "pn_basis": ("Căn cứ", "Basis"),
+    "pn_recipients": ("Bên nhận dữ liệu", "Recipients"),
+    "pn_retention": ("Thời gian lưu trữ", "Retention periods"),
+    "pn_retention_help": (
+        "Hết thời hạn, dữ liệu được xoá tự động. Số liệu thống kê không chứa dữ liệu cá nhân "
+        "được giữ lại.",
+        "When a period ends the data is deleted automatically. Statistics without personal data "
+        "are kept.",
+    ),
+    "pn_kind": ("Loại dữ liệu", "Kind of record"),
+    "pn_period": ("Thời hạn", "Kept for"),
+    "pn_why": ("Lý do", "Why"),
+    "pn_rights": ("Quyền của bạn", "Your rights"),
+    "pn_right_access": (
+        "Quyền truy cập: xem và nhận bản sao dữ liệu của bạn (“Tải dữ liệu của tôi”).",
+        "Access: see and receive a copy of your data (“Download my data”).",
+    ),
+    "pn_right_erasure": (
+        "Quyền xoá: yêu cầu xoá dữ liệu của bạn (“Xoá dữ liệu của tôi”). Nếu khiếu nại còn "
+        "đang mở, hoặc pháp luật buộc lưu một số hồ sơ, việc xoá được hoãn đến khi vụ việc đóng "
+        "hoặc hết thời hạn lưu, và chúng tôi nói rõ lý do và thời điểm.",
+        "Erasure: ask us to delete your data (“Delete my data”). While a complaint is open, or "
+        "where the law makes us keep a record, erasure is deferred until the case closes or the "
+        "period ends, and we tell you why and until when.",
+    ),
+    "pn_right_rectify": (
+        "Quyền chỉnh sửa: yêu cầu sửa dữ liệu sai qua địa chỉ liên hệ bên dưới.",
+        "Rectification: ask us to correct wrong data at the contact below.",
+    ),
+    "pn_right_object": (
+        "Quyền phản đối, hạn chế xử lý và rút lại sự đồng ý (ví dụ: chia sẻ bằng chứng với hòa "
+        "giải viên), bất cứ lúc nào, không ảnh hưởng việc xử lý trước đó.",
+        "Objection, restriction and withdrawal of consent (for example to sharing evidence with "
+        "the mediator), at any time, without affecting what was done before.",
+    ),
+    "pn_right_ack": (
+        "Chúng tôi xác nhận đã nhận yêu cầu của bạn ngay khi bạn gửi, và trong mọi trường hợp "
+        "không quá 2 ngày làm việc; thời hạn trả lời được ghi trên giấy xác nhận.",
+        "We acknowledge your request as soon as you send it, and in any case within 2 working "
+        "days; the date by which we answer is on the acknowledgement.",
+    ),
+    "pn_right_complain": (
+        "Quyền khiếu nại, tố cáo, khởi kiện và yêu cầu bồi thường: trước hết bạn có thể liên hệ "
+        "chúng tôi; bạn cũng có thể khiếu nại đến cơ quan chuyên trách bảo vệ dữ liệu cá nhân "
+        "(Cục An ninh mạng và phòng, chống tội phạm sử dụng công nghệ cao, Bộ Công an) qua Cổng "
+        "thông tin quốc gia về bảo vệ dữ liệu cá nhân.",
+        "Complaint, denunciation, legal action and compensation: you may contact us first; you "
+        "may also complain to the authority for personal data protection (the Department of "
+        "Cybersecurity and High-Tech Crime Prevention, Ministry of Public Security) through the "
+        "National Personal Data Protection Portal.",
+    ),
+    "pn_how": (
+        "Để tải hoặc xoá dữ liệu, hãy tra cứu đơn hàng và nhập mã SMS: trang đơn hàng có hai nút "
+        "“Tải dữ liệu của tôi” và “Xoá dữ liệu của tôi”.",
+        "To download or delete your data, find your order and enter the SMS code: the order page "
+        "has “Download my data” and “Delete my data”.",
+    ),
+    "pn_after_closing": ("kể từ khi đóng vụ việc", "after the case closes"),
+    "my_data": ("Dữ liệu cá nhân của bạn", "Your personal data"),
+    "my_data_help": (
+        "Bạn có thể tải về hoặc yêu cầu xoá mọi dữ liệu chúng tôi giữ về số điện thoại đã xác "
+        "thực, trên mọi đơn hàng.",
+        "You can download, or ask us to delete, everything we hold about the phone number you "
+        "proved, across all its orders.",
+    ),
+    "download_my_data": ("Tải dữ liệu của tôi", "Download my data"),
+    "delete_my_data": ("Xoá dữ liệu của tôi", "Delete my data"),
+    "read_notice": ("Đọc thông báo quyền riêng tư", "Read the privacy notice"),
+    "erase_title": ("Xoá dữ liệu của tôi", "Delete my data"),
+    "erase_what": (
+        "Chúng tôi và các dịch vụ của nền tảng sẽ xoá hoặc ẩn danh không thể khôi phục họ tên, "
+        "số điện thoại, email, tin nhắn, bằng chứng và nội dung khiếu nại của bạn, và huỷ khoá "
+        "mã hoá riêng của bạn, để các bản sao đã mã hoá bằng khoá đó không còn đọc được. Chỉ số "
+        "liệu thống kê không gắn với bạn được giữ lại.",
+        "We and the platform's services will delete or irreversibly anonymise your name, phone "
+        "number, email, messages, evidence and complaint texts, and destroy your own encryption "
+        "keys, so the copies encrypted under them can no longer be read. Only statistics that no "
+        "longer point to you are kept.",
+    ),
+    "erase_deferral": (
+        "Nếu bạn còn khiếu nại đang mở, dữ liệu của vụ việc đó được giữ đến khi vụ việc đóng rồi "
+        "mới xoá; hồ sơ mà pháp luật buộc lưu được giữ đến hết thời hạn. Trang trạng thái sẽ "
+        "cho biết lý do và thời điểm.",
+        "If you have an open complaint, its data is kept until the case closes and is erased "
+        "then; records the law makes us keep stay until their period ends. The status page "
+        "tells you why and until when.",
+    ),
+    "erase_open_case": (
+        "Đơn hàng này đang có khiếu nại mở ({ref}): việc xoá dữ liệu của vụ việc sẽ được hoãn "
+        "đến khi vụ việc đóng.",
+        "This order has an open complaint ({ref}): erasing its data will be deferred until the "
+        "case closes.",
+    ),
+    "erase_irreversible": (
+        "Việc xoá không thể hoàn tác. Nếu cần, hãy tải dữ liệu của bạn trước.",
+        "Erasure cannot be undone. Download your data first if you need it.",
+    ),
+    "erase_confirm": (
+        "Tôi hiểu và muốn xoá dữ liệu cá nhân của tôi.",
+        "I understand, and I want my personal data deleted.",
+    ),
+    "erase_submit": ("Xác nhận xoá dữ liệu", "Confirm: delete my data"),
+    "cancel": ("Huỷ", "Cancel"),
+    "err_confirm": (
+        "Vui lòng đánh dấu ô xác nhận để tiếp tục.",
+        "Please tick the confirmation box to continue.",
+    ),
+    "err_privacy_unavailable": (
+        "Chưa thể gửi yêu cầu về dữ liệu lúc này, vui lòng thử lại sau.",
+        "Data requests cannot be sent right now; please try again later.",
+    ),
+    "err_privacy_too_many": (
+        "Bạn đã gửi nhiều yêu cầu về dữ liệu trong hôm nay. Vui lòng thử lại sau 24 giờ.",
+        "You have made several data requests today. Please try again in 24 hours.",
+    ),
+    "req_access": ("Yêu cầu tải dữ liệu", "Request to download your data"),
+    "req_erasure": ("Yêu cầu xoá dữ liệu", "Request to delete your data"),
+    "req_received_notice": (
+        "Chúng tôi đã tiếp nhận yêu cầu của bạn. Hãy lưu mã yêu cầu để tra cứu.",
+        "We have received your request. Keep the request id to follow it.",
+    ),
+    "req_id": ("Mã yêu cầu", "Request id"),
+    "req_acknowledged": ("Tiếp nhận lúc", "Acknowledged at"),
+    "req_due": ("Hạn trả lời", "We answer by"),
+    "req_until": ("Hoãn đến", "Deferred until"),
+    "req_until_unknown": (
+        "khi lý do trên không còn (ví dụ: khi vụ việc đóng)",
+        "the reason above ends (for example when the case closes)",
+    ),
+    "my_requests": ("Yêu cầu về dữ liệu của bạn", "Your data requests"),
+    "req_reason": ("Lý do", "Reason"),
+    "req_polling": (
+        "Trang này tự cập nhật vài giây một lần.",
+        "This page refreshes itself every few seconds.",
+    ),
+    "req_download": ("Tải tệp dữ liệu (JSON)", "Download the data file (JSON)"),
+    "req_download_expires": ("Liên kết có hiệu lực đến", "The link works until"),
+    "req_erased": (
+        "Dữ liệu cá nhân của bạn đã được xoá khỏi mọi dịch vụ của nền tảng.",
+        "Your personal data has been erased from every service of the platform.",
+    ),
+    "req_services": ("Tiến độ ở từng dịch vụ", "Progress in each service"),
+    "req_export_gone": (
+        "Liên kết tải đã hết hạn. Bạn có thể gửi yêu cầu mới.",
+        "The download link has expired. You can make a new request.",
+    ),
+    "svc_complaints": ("Khiếu nại", "Complaints"),
+    "svc_gateway": ("Kết nối với sàn", "Marketplace connection"),
+    "svc_mediation": ("Hòa giải và trọng tài", "Mediation and arbitration"),
+    "svc_notifications": ("Thông báo SMS và email", "SMS and email notifications"),
+    "rs_received": ("Đã tiếp nhận", "Received"),
+    "rs_in_progress": ("Đang xử lý", "In progress"),
+    "rs_completed": ("Đã hoàn tất", "Completed"),
+    "rs_deferred": ("Tạm hoãn", "Deferred"),
+    "rs_rejected": ("Bị từ chối", "Refused"),
+    "consent_neutral": (
+        "Tôi đồng ý để bằng chứng của tôi được chia sẻ với hòa giải viên / trọng tài viên "
+        "trung lập.",
+        "I agree that my evidence is shared with the neutral mediator/arbitrator.",
+    ),
+    "consent_neutral_escalate_help": (
+        "Hòa giải viên / trọng tài viên cần xem hồ sơ và bằng chứng để giải quyết vụ việc. Nếu "
+        "không đồng ý, bạn vẫn có thể tiếp tục thương lượng với người bán hoặc rút khiếu nại.",
+        "The mediator/arbitrator needs the case file and evidence to decide. If you do not agree, "
+        "you can keep negotiating with the merchant or withdraw the complaint.",
+    ),
+    "err_consent": (
+        "Cần sự đồng ý của bạn để chia sẻ bằng chứng với hòa giải viên / trọng tài viên.",
+        "Your consent is needed to share the evidence with the mediator/arbitrator.",
+    ),
 }
 
 
@@ -174,3 +359,21 @@ def translate_reason(reason: str, lang: str) -> str:
     if pair is None:
         return reason
     return pair[1] if lang == "en" else pair[0]
+
+
+# Why a data request waits (complaints.privacy and the other services' reports).
+PRIVACY_REASONS: dict[str, tuple[str, str]] = {
+    "open case": (
+        "Khiếu nại của bạn còn đang mở: dữ liệu được giữ đến khi vụ việc đóng rồi mới xoá.",
+        "Your complaint is still open: the data is kept until the case closes, then erased.",
+    ),
+}
+
+
+def translate_privacy_reason(reason: str, lang: str) -> str:
+    parts = [p.strip() for p in reason.split(";") if p.strip()]
+    out = []
+    for part in parts:
+        pair = PRIVACY_REASONS.get(part)
+        out.append(part if pair is None else (pair[1] if lang == "en" else pair[0]))
+    return " ".join(out)

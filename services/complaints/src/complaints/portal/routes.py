@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import hmac
-from datetime import datetime
+import inspect
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -34,6 +37,12 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",
 }
 LANG_COOKIE = "odr_lang"
+# The ids of this browser's latest data requests (ids only: each page still needs the owner's
+# token), so a buyer who signs in again days later finds them on the order page.
+PRIVACY_REQUESTS_COOKIE = "odr_privacy_requests"
+KEEP_PRIVACY_REQUESTS = 5
+PRIVACY_KINDS = ("access", "erasure")
+REQUEST_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
 
 
 def _vntime(value: str | datetime | None) -> str:
@@ -47,8 +56,25 @@ def _money(value: int | None) -> str:
     return "" if value is None else f"{value:,}".replace(",", ".") + " ₫"
 
 
+def _vnwhen(value: str | datetime | None) -> str:
+    """Like vntime, for values that may be a bare date ("2026-12-04") or a naive UTC time."""
+    if not value:
+        return ""
+    if isinstance(value, str) and len(value) == 10:
+        return datetime.fromisoformat(value).strftime("%d/%m/%Y")
+    at = datetime.fromisoformat(value) if isinstance(value, str) else value
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    return at.astimezone(VN_TZ).strftime("%d/%m/%Y %H:%M")
+
+
 templates.env.filters["vntime"] = _vntime
+templates.env.filters["vnwhen"] = _vnwhen
 templates.env.filters["money"] = _money
+
+# Cases a neutral (mediator or arbitrator) already holds: evidence added now reaches them.
+WITH_NEUTRAL = ("escalated", "in_mediation", "in_arbitration")
+CONSENT_FIELD = "consent_share_with_neutral"
 
 
 def _deps(request: Request) -> Deps:
@@ -126,6 +152,18 @@ def _error_key(exc: Problem) -> str:
     )
 
 
+def _consent(form: Any) -> bool:
+    """The buyer ticked "I agree that my evidence is shared with the neutral"."""
+    return str(form.get(CONSENT_FIELD) or "").lower() in ("yes", "on", "true", "1")
+
+
+def _call(fn: Callable[..., Any], *args: Any, consent: bool) -> Any:
+    """Call a use case, handing it the consent when it takes a `consent_share_with_neutral`."""
+    if CONSENT_FIELD in inspect.signature(fn).parameters:
+        return fn(*args, **{CONSENT_FIELD: consent})
+    return fn(*args)
+
+
 @router.get("/", response_class=HTMLResponse)
 def home(request: Request) -> Response:
     return _render(request, "lookup.html", error=request.query_params.get("e"))
@@ -188,6 +226,29 @@ def logout() -> Response:
     return response
 
 
+def recent_requests(request: Request) -> list[dict[str, str]]:
+    """This browser's latest requests, newest first: [{id, kind}]."""
+    out = []
+    for item in request.cookies.get(PRIVACY_REQUESTS_COOKIE, "").split("|"):
+        request_id, _, kind = item.partition("~")
+        if kind in PRIVACY_KINDS and REQUEST_ID.match(request_id):
+            out.append({"id": request_id, "kind": kind})
+    return out[:KEEP_PRIVACY_REQUESTS]
+
+
+def remember_request(request: Request, response: Response, request_id: str, kind: str) -> None:
+    kept = [r for r in recent_requests(request) if r["id"] != request_id]
+    items = [f"{request_id}~{kind}", *(f"{r['id']}~{r['kind']}" for r in kept)]
+    response.set_cookie(
+        PRIVACY_REQUESTS_COOKIE,
+        "|".join(items[:KEEP_PRIVACY_REQUESTS]),  # no quoting needed: ~ and | are cookie-safe
+        max_age=30 * 86400,
+        httponly=True,
+        samesite="lax",
+        secure=_deps(request).settings.secure_cookies,
+    )
+
+
 def _order_page(request: Request, party: Party, **ctx: Any) -> Response:
     deps = _deps(request)
     order_code = (party.order_id or "").partition(":")[2]
@@ -195,7 +256,14 @@ def _order_page(request: Request, party: Party, **ctx: Any) -> Response:
     open_case = next(
         (c for c in order["cases"] if c["status"] not in ("resolved", "closed", "withdrawn")), None
     )
-    return _render(request, "order.html", order=order, open_case=open_case, **ctx)
+    return _render(
+        request,
+        "order.html",
+        order=order,
+        open_case=open_case,
+        privacy_requests=recent_requests(request),
+        **ctx,
+    )
 
 
 @router.get("/order", response_class=HTMLResponse)
@@ -248,14 +316,17 @@ async def file_case(request: Request) -> Response:
     for upload in form.getlist("evidence"):
         if isinstance(upload, str) or not upload.filename:
             continue
-        error = await _upload(deps, party, rec.id, upload) or error
+        error = await _upload(deps, party, rec.id, upload, _consent(form)) or error
     return _see_other(f"/cases/{rec.id}" + (f"?e={error}" if error else ""))
 
 
-async def _upload(deps: Deps, party: Party, case_id: str, upload: UploadFile) -> str | None:
+async def _upload(
+    deps: Deps, party: Party, case_id: str, upload: UploadFile, consent: bool
+) -> str | None:
     content = await upload.read(deps.settings.evidence_max_bytes + 1)
     try:
-        service.add_evidence(deps, party, case_id, upload.filename or "evidence", content)
+        name = upload.filename or "evidence"
+        _call(service.add_evidence, deps, party, case_id, name, content, consent=consent)
     except Problem as exc:
         return _error_key(exc)
     return None
@@ -273,7 +344,13 @@ def case_page(request: Request, case_id: str) -> Response:
         if exc.status != 404:
             raise
         return _render(request, "not_found.html", 404)
-    return _render(request, "case.html", case=case, error=request.query_params.get("e"))
+    return _render(
+        request,
+        "case.html",
+        case=case,
+        with_neutral=case["status"] in WITH_NEUTRAL,
+        error=request.query_params.get("e"),
+    )
 
 
 @router.get("/cases/{case_id}/evidence/{evidence_id}")
@@ -319,9 +396,18 @@ async def case_action(
         elif thing is None and action == "evidence":
             upload = form.get("evidence")
             if isinstance(upload, UploadFile) and upload.filename:
-                error = await _upload(deps, party, case_id, upload)
+                # Once a neutral holds the case, new evidence reaches them: consent first.
+                status = service.get_case(deps, party, case_id)["status"]
+                if status in WITH_NEUTRAL and not _consent(form):
+                    error = "err_consent"
+                else:
+                    error = await _upload(deps, party, case_id, upload, _consent(form))
         elif thing is None and action == "escalate":
-            service.escalate(deps, party, case_id, reason)
+            # Escalating hands the case file, evidence included, to a neutral: consent first.
+            if _consent(form):
+                _call(service.escalate, deps, party, case_id, reason, consent=True)
+            else:
+                error = "err_consent"
         elif thing is None and action == "withdraw":
             service.withdraw(deps, party, case_id, reason)
         elif thing == "offers" and item_id and action in ("accept", "reject"):
