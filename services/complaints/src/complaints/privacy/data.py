@@ -41,6 +41,7 @@ from complaints.models import (
     Order,
     OrderStatusChange,
     OtpChallenge,
+    PrivacyExport,
     PrivacyRequest,
     Proposal,
     TimelineEntry,
@@ -312,10 +313,20 @@ def erase(session: Session, found: Scope) -> Erased:
     case_ids = found.case_ids
     counts = {"orders": len(order_ids), "cases": len(case_ids)}
     phone_hashes = sorted({o.buyer_phone_hash for o in found.orders if o.buyer_phone_hash})
+    subjects = sorted({o.subject_id for o in found.orders if o.subject_id})
     storage_keys: list[str] = []
     if not order_ids:
         return Erased({**counts, "evidence_files": 0, "one_time_codes": 0}, [], [])
     now = utcnow()
+    # An access export is a copy of everything: it goes with the data it copies.
+    exports = session.execute(
+        delete(PrivacyExport).where(
+            PrivacyExport.request_id.in_(
+                select(PrivacyRequest.id).where(PrivacyRequest.subject_id.in_(subjects))
+            )
+        )
+    )
+    counts["exports"] = int(getattr(exports, "rowcount", 0) or 0)
     session.execute(
         update(Order)
         .where(Order.id.in_(order_ids))
