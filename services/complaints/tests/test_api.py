@@ -209,11 +209,18 @@ def test_buyer_journey_case_offer_reject_escalate(
         == 200
     )
     esc = client.post(
-        f"/v1/cases/{case_id}/escalate", json={"reason": "không đồng ý"}, headers=consumer
+        f"/v1/cases/{case_id}/escalate",
+        json={"reason": "không đồng ý", "consent_share_with_neutral": True},
+        headers=consumer,
     )
     assert esc.status_code == 200, esc.text
     case = esc.json()
     assert case["status"] == "escalated"
+    # The consent to share the file with the neutral is on the record, with its purpose.
+    consent = [e for e in case["timeline"] if e["kind"] == "consent"]
+    assert [(c["purpose"], c["via"], c["actor"]["role"]) for c in consent] == [
+        ("share_with_neutral", "escalation", "consumer")
+    ]
     kinds = [e["kind"] for e in case["timeline"]]
     assert {"message", "evidence", "offer", "offer_rejected", "status"} <= set(kinds)
     statuses = [e["to_status"] for e in case["timeline"] if e["kind"] == "status"]

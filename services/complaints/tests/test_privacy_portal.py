@@ -247,6 +247,14 @@ def test_consent_before_evidence_reaches_a_neutral(
         files={"evidence": ("them.png", PNG, "image/png")},
     )
     assert "them.png" in page.text
+    # Each consent given is on the case's record: what for, how, by whom, when.
+    case = client.get(f"/v1/cases/{case_id}", headers=bearer("admin")).json()
+    consents = [e for e in case["timeline"] if e["kind"] == "consent"]
+    assert [(c["purpose"], c["actor"]["role"]) for c in consents] == [
+        ("share_with_neutral", "consumer")
+    ] * len(consents)
+    assert {c["via"] for c in consents} >= {"escalation", "evidence"}
+    assert "Đã đồng ý chia sẻ hồ sơ" in page.text
 
 
 def test_data_requests_need_a_session_csrf_and_an_explicit_confirmation(

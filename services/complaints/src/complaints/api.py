@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, File, Request, Response, UploadFile
+from fastapi import APIRouter, Body, Depends, File, Form, Request, Response, UploadFile
 
 from complaints import repository, service
 from complaints.access import can_see_order
@@ -12,6 +12,7 @@ from complaints.orders import order_view
 from complaints.schemas import (
     CaseCreated,
     CaseIn,
+    EscalationIn,
     MessageIn,
     OfferIn,
     OtpRequest,
@@ -34,6 +35,7 @@ def get_deps(request: Request) -> Deps:
 
 DepsDep = Annotated[Deps, Depends(get_deps)]
 OptionalReason = Annotated[ReasonIn | None, Body()]
+OptionalEscalation = Annotated[EscalationIn | None, Body()]
 
 
 def client_ip(request: Request) -> str:
@@ -150,12 +152,24 @@ def post_message(
 
 @router.post("/v1/cases/{case_id}/evidence", status_code=201, tags=["cases"])
 async def add_evidence(
-    case_id: str, party: CurrentParty, deps: DepsDep, file: Annotated[UploadFile, File()]
+    case_id: str,
+    party: CurrentParty,
+    deps: DepsDep,
+    file: Annotated[UploadFile, File()],
+    consent_share_with_neutral: Annotated[bool, Form()] = False,
 ) -> dict[str, Any]:
-    """Upload one file (JPEG, PNG, WebP, PDF, MP4); its type is read from its bytes."""
+    """Upload one file (JPEG, PNG, WebP, PDF, MP4); its type is read from its bytes. A
+    consumer's `consent_share_with_neutral` is recorded on the case."""
     limit = deps.settings.evidence_max_bytes
     content = await file.read(limit + 1)
-    ev = service.add_evidence(deps, party, case_id, file.filename or "evidence", content)
+    ev = service.add_evidence(
+        deps,
+        party,
+        case_id,
+        file.filename or "evidence",
+        content,
+        consent_share_with_neutral=consent_share_with_neutral,
+    )
     return {
         "evidence_id": ev.id,
         "filename": ev.filename,
@@ -226,10 +240,17 @@ def reject_proposal(
 
 @router.post("/v1/cases/{case_id}/escalate", tags=["cases"])
 def escalate(
-    case_id: str, party: CurrentParty, deps: DepsDep, body: OptionalReason = None
+    case_id: str, party: CurrentParty, deps: DepsDep, body: OptionalEscalation = None
 ) -> dict[str, Any]:
-    """Consumer: once an offer was rejected or the merchant's deadline passed."""
-    service.escalate(deps, party, case_id, body.reason if body else None)
+    """Consumer: once an offer was rejected or the merchant's deadline passed. A consumer's
+    `consent_share_with_neutral` is recorded on the case."""
+    service.escalate(
+        deps,
+        party,
+        case_id,
+        body.reason if body else None,
+        consent_share_with_neutral=bool(body and body.consent_share_with_neutral),
+    )
     return service.get_case(deps, party, case_id)
 
 

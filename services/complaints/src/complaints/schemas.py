@@ -63,3 +63,11 @@ class OfferIn(_In):
 
 class ReasonIn(_In):
     reason: str | None = Field(None, max_length=2000)
+
+
+class EscalationIn(ReasonIn):
+    consent_share_with_neutral: bool = Field(
+        False,
+        description="the consumer agrees that the case file, evidence included, is shared with "
+        "the neutral mediator or arbitrator; recorded on the case (docs/privacy.md)",
+    )

@@ -457,7 +457,26 @@ def post_message(deps: Deps, party: Party, case_id: str, text: str) -> str:
         return message_id
 
 
-def add_evidence(deps: Deps, party: Party, case_id: str, filename: str, content: bytes) -> Evidence:
+def _record_consent(
+    session: Session, rec: CaseRecord, party: Party, actor: Actor, at: datetime, via: str
+) -> None:
+    """The consumer agreed that the case file is shared with the neutral (docs/privacy.md)."""
+    if party.role == "consumer":
+        _entry(session, rec, "consent", actor, at, purpose=CONSENT_SHARE_WITH_NEUTRAL, via=via)
+
+
+CONSENT_SHARE_WITH_NEUTRAL = "share_with_neutral"
+
+
+def add_evidence(
+    deps: Deps,
+    party: Party,
+    case_id: str,
+    filename: str,
+    content: bytes,
+    *,
+    consent_share_with_neutral: bool = False,
+) -> Evidence:
     if len(content) > deps.settings.evidence_max_bytes:
         raise Problem(
             413,
@@ -504,6 +523,8 @@ def add_evidence(deps: Deps, party: Party, case_id: str, filename: str, content:
             uploaded_at=now,
         )
         session.add(ev)
+        if consent_share_with_neutral:
+            _record_consent(session, rec, party, actor, now, "evidence")
         _entry(session, rec, "evidence", actor, now, evidence_id=ev.id, filename=ev.filename)
         case.events.append(
             CaseEvent(
@@ -652,13 +673,23 @@ def answer_proposal(
         return rec
 
 
-def escalate(deps: Deps, party: Party, case_id: str, reason: str | None) -> CaseRecord:
+def escalate(
+    deps: Deps,
+    party: Party,
+    case_id: str,
+    reason: str | None,
+    *,
+    consent_share_with_neutral: bool = False,
+) -> CaseRecord:
     with deps.sessions.begin() as session, _rules():
         rec = _visible_case(session, party, case_id, lock=True)
         if party.role not in ("consumer", "platform", "admin"):
             raise _forbidden("escalate a case")
         case = _to_domain(rec)
-        case.escalate(actor_of(party), utcnow(), deps.calendar, reason)
+        now = utcnow()
+        case.escalate(actor_of(party), now, deps.calendar, reason)
+        if consent_share_with_neutral:
+            _record_consent(session, rec, party, actor_of(party), now, "escalation")
         _save(session, deps, rec, case)
         return rec
 

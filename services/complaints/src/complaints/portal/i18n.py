@@ -99,6 +99,10 @@ TEXT: dict[str, tuple[str, str]] = {
     "kind_status": ("Trạng thái", "Status"),
     "kind_message": ("Tin nhắn", "Message"),
     "kind_evidence": ("Bằng chứng", "Evidence"),
+    "kind_consent": (
+        "Đã đồng ý chia sẻ hồ sơ vụ việc với hòa giải viên/trọng tài viên",
+        "Agreed to share the case file with the mediator/arbitrator",
+    ),
     "kind_offer": ("Đề nghị mới", "New offer"),
     "kind_offer_accepted": ("Đã đồng ý đề nghị", "Offer accepted"),
     "kind_offer_rejected": ("Đã từ chối đề nghị", "Offer rejected"),

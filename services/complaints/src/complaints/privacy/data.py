@@ -55,7 +55,16 @@ from odr_shared.ratelimit import rate_limit_table
 _OUTBOX = outbox_table(MetaData())
 _LIMITS = rate_limit_table(MetaData())
 # Timeline body fields that are not free text: kept when an entry is erased.
-_KEPT_BODY_FIELDS = ("offer_id", "proposal_id", "evidence_id", "message_id", "party", "role")
+_KEPT_BODY_FIELDS = (
+    "offer_id",
+    "proposal_id",
+    "evidence_id",
+    "message_id",
+    "party",
+    "role",
+    "purpose",  # a consent's purpose and how it was given: the proof outlives the person
+    "via",
+)
 ERASED = ""
 
 
