@@ -178,6 +178,8 @@ def test_the_notice_reads_the_service_retention_settings(settings: ComplaintsSet
             "retention_case_records_days": 3650,
             "retention_otp_days": 2,
             "privacy_export_ttl_days": 3,
+            "privacy_controller_name": "Công ty Trọng Tài Số",
+            "privacy_contact_email": "dpo@trongtaiso.vn",
         }
     )
     app = create_app(tuned)
@@ -189,6 +191,10 @@ def test_the_notice_reads_the_service_retention_settings(settings: ComplaintsSet
     assert "10 years after the case closes" in page
     assert 'id="retention-otp" data-days="2"' in page
     assert 'id="retention-exports" data-days="3"' in page
+    # The controller the operator configured, not the placeholder.
+    assert "Công ty Trọng Tài Số" in page
+    assert "mailto:dpo@trongtaiso.vn" in page
+    assert "privacy@odr.example" not in page
 
 
 def test_consent_before_evidence_reaches_a_neutral(

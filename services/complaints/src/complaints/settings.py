@@ -32,6 +32,11 @@ class ComplaintsSettings(ServiceSettings):
     privacy_answer_working_days: int = 15
     privacy_export_ttl_days: int = 7  # how long an access export can be downloaded
     privacy_requests_per_subject_per_day: int = 3
+    # The controller the privacy notice names (/privacy); empty: a placeholder the notice marks.
+    # Set them before going live.
+    privacy_controller_name: str = ""
+    privacy_contact_email: str = ""
+    privacy_contact_address: str = ""
     # The services whose data an access export gathers and whose erasure reports complete an
     # erasure (comma list; their URLs come from SERVICE_URLS).
     privacy_services: str = "gateway,mediation,notifications"
