@@ -278,3 +278,68 @@ def test_consumer_handlers_read_opened_events_or_nothing_personal(db: Db) -> Non
     with db.factory() as session:
         who = session.execute(select(db.effects.c.who).order_by(db.effects.c.id)).scalars().all()
     assert who == [PHONE, "-"]
+
+
+class RecordingProducer:
+    """Stands where the dead-letter producer would: records what would have been sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def send(self, topic: str, **_kw: Any) -> Any:
+        self.sent.append(topic)
+
+        class _Done:
+            def get(self, timeout: float | None = None) -> None:
+                return None
+
+        return _Done()
+
+    def flush(self, timeout: float | None = None) -> None:
+        return None
+
+
+def test_an_unreachable_key_owner_holds_the_event_back_and_never_dead_letters_it(db: Db) -> None:
+    import threading
+
+    s = settings(
+        CONSUMER_MAX_ATTEMPTS=2, CONSUMER_BACKOFF_INITIAL_S=0.05, CONSUMER_BACKOFF_MAX_S=0.2
+    )
+    subject = subject_for_phone(PHONE, s)
+    with db.factory() as session, session.begin():
+        sealed = Sealer(db.store, "complaints").seal(session, case_event(), subject)
+    port = free_port()
+    consumer_settings = s.model_copy(update={"service_urls": f"complaints=http://127.0.0.1:{port}"})
+
+    def record_who(session: Session, event: CloudEvent[Any]) -> None:
+        session.execute(insert(db.effects).values(event_id=event.id, who=event.data.consumer.phone))
+
+    producer = RecordingProducer()
+    consumer = EventConsumer(
+        settings=consumer_settings,
+        group_id="waits",
+        handlers={"case.opened": record_who},
+        topics=["cases.events"],
+        session_factory=db.factory,
+        producer=producer,  # type: ignore[arg-type]
+        opener=Opener.from_settings(consumer_settings, service="notifications"),
+    )
+    worker = threading.Thread(
+        target=consumer.process_batch,
+        args=([Record("cases.events", b"c1", sealed.to_json_bytes(), 0)],),
+    )
+    worker.start()
+    worker.join(timeout=1.5)  # far more than two attempts' backoff
+    assert worker.is_alive(), "the event must wait for its key owner"
+    assert producer.sent == []
+    app = FastAPI()
+    app.state.tokens = TokenService(s)
+    install_problem_handlers(app)
+    app.include_router(subject_keys_router(db.store, db.factory))
+    with serve_app(app, port=port):
+        worker.join(timeout=10)
+    assert not worker.is_alive()
+    assert producer.sent == []
+    with db.factory() as session:
+        who = session.execute(select(db.effects.c.who)).scalars().all()
+    assert who == [PHONE]

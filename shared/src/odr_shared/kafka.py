@@ -40,7 +40,7 @@ from odr_shared.inbox import (
     processed_among,
 )
 from odr_shared.metrics import EVENTS_CONSUMED, EVENTS_DEAD_LETTERED
-from odr_shared.privacy.opening import Opener, redacted
+from odr_shared.privacy.opening import KeyUnavailable, Opener, redacted
 from odr_shared.settings import ServiceSettings, TopicSettings
 
 log = logging.getLogger(__name__)
@@ -573,13 +573,19 @@ class EventConsumer:
 
         `first_error` is the error of an attempt already made (in a batch): it counts as
         attempt 1, so an event gets the same number of tries and waits either way.
+
+        A sealed event whose key owner cannot be reached (KeyUnavailable) is not the event's
+        fault: it waits for the owner (backoff up to CONSUMER_BACKOFF_MAX_S), as long as it
+        takes, and never counts those tries towards the dead letter. Later events of its
+        partitions wait behind it, as they would for a broker outage.
         """
         event = item.event
         error = first_error
         delay = self.settings.consumer_backoff_initial_s
         last_error = ""
         last_exc: Exception | None = None
-        for attempt in range(1, self.settings.consumer_max_attempts + 1):
+        attempt = 1
+        while attempt <= self.settings.consumer_max_attempts:
             if error is None:
                 try:
                     applied = self._apply(item.handler, event)
@@ -590,8 +596,9 @@ class EventConsumer:
                     return
             last_error = f"{type(error).__name__}: {error}"
             last_exc = error
+            waiting_for_keys = isinstance(error, KeyUnavailable)
             log.warning(
-                "event handler failed",
+                "waiting for a key owner" if waiting_for_keys else "event handler failed",
                 extra={
                     "group": self.group_id,
                     "event_id": event.id,
@@ -600,10 +607,12 @@ class EventConsumer:
                     "error": last_error,
                 },
             )
-            if attempt < self.settings.consumer_max_attempts:
+            if waiting_for_keys or attempt < self.settings.consumer_max_attempts:
                 if self._stop.wait(delay):
                     raise error
                 delay = min(delay * 2, self.settings.consumer_backoff_max_s)
+            if not waiting_for_keys:
+                attempt += 1
             error = None
         record = item.record
         self._dead_letter(
