@@ -96,3 +96,26 @@ def test_dry_run_counts_what_would_go_and_purge_removes_only_that(tmp_path: Path
     again = odr(urls, "--service", "gateway", "--dry-run")
     assert list(again) == ["gateway"]
     assert again["gateway"]["outbox_sent"] == 0
+
+
+def test_each_service_has_its_own_purge_command(tmp_path: Path) -> None:
+    """What an operator runs in a worker pod, where the `odr` CLI is not installed."""
+    urls = migrated(tmp_path)
+    script = Path(sys.executable).parent / "notifications-purge"
+    env = {**os.environ, "NOTIFICATIONS_DATABASE_URL": urls["notifications"]}
+    out = subprocess.run(
+        [str(script), "--dry-run"], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    doc = json.loads(out)
+    assert doc["service"] == "notifications"
+    assert doc["dry_run"] is True
+    assert {"delivery_bodies", "deliveries", "outbox_sent", "inbox"} <= set(doc["rules"])
+    missing = subprocess.run(
+        [str(script)],
+        env={**os.environ, "NOTIFICATIONS_DATABASE_URL": f"sqlite:///{tmp_path}/none.db"},
+        capture_output=True,
+        text=True,
+    )
+    assert missing.returncode != 0
+    assert "no database at" in missing.stderr
+    assert not (tmp_path / "none.db").exists()

@@ -7,7 +7,6 @@ import json
 import os
 import sys
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 from odr_shared.auth import ROLES, TokenService
@@ -115,33 +114,10 @@ def cmd_platform_list(args: argparse.Namespace) -> int:
 PRIVACY_SERVICES = ("gateway", "complaints", "mediation", "notifications")
 
 
-def purge_service(service: str, dry_run: bool) -> dict[str, int]:
-    """Run one service's retention rules against its database (its own settings and URL)."""
-    import importlib
-
-    from sqlalchemy.engine import make_url
-
-    from odr_shared.db import make_engine
-    from odr_shared.retention import Purger
-
-    settings = importlib.import_module(f"{service}.settings").get_settings()
-    url = make_url(settings.database_url)
-    if url.get_backend_name() == "sqlite" and not Path(url.database or "").exists():
-        # SQLite would make an empty file; say where we looked instead.
-        raise FileNotFoundError(
-            f"no database at {url.database} (run `make run` first, or set "
-            f"{service.upper()}_DATABASE_URL)"
-        )
-    rules = importlib.import_module(f"{service}.retention").rules(settings)
-    engine = make_engine(settings.database_url)
-    try:
-        return Purger.from_settings(engine, rules, settings).purge(dry_run=dry_run)
-    finally:
-        engine.dispose()
-
-
 def cmd_privacy_purge(args: argparse.Namespace) -> int:
     """Apply (or, with --dry-run, count) every service's retention rules now."""
+    from odr_shared.retention import purge_service
+
     services = args.service or list(PRIVACY_SERVICES)
     report: dict[str, dict[str, int]] = {}
     for service in services:

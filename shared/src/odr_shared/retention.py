@@ -20,6 +20,7 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Engine, MetaData, Table, delete, func, or_, select, text, tuple_, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql.elements import ColumnElement
 
 from odr_shared.db import utcnow
@@ -201,3 +202,51 @@ def shared_rules(settings: ServiceSettings, *, rate_limits: bool = True) -> list
             )
         )
     return rules
+
+
+def purge_service(service: str, dry_run: bool = False) -> dict[str, int]:
+    """Run one service's retention rules now, on its database (its own settings and URL).
+
+    `service` is its package (`gateway`, `complaints`, `mediation`, `notifications`), which has
+    `settings.get_settings()` and `retention.rules(settings)`.
+    """
+    import importlib
+    from pathlib import Path
+
+    from sqlalchemy.engine import make_url
+
+    from odr_shared.db import make_engine
+
+    settings = importlib.import_module(f"{service}.settings").get_settings()
+    url = make_url(settings.database_url)
+    if url.get_backend_name() == "sqlite" and not Path(url.database or "").exists():
+        # SQLite would make an empty file; say where we looked instead.
+        raise FileNotFoundError(
+            f"no database at {url.database} (run `make run` first, or set "
+            f"{service.upper()}_DATABASE_URL)"
+        )
+    rules = importlib.import_module(f"{service}.retention").rules(settings)
+    engine = make_engine(settings.database_url)
+    try:
+        return Purger.from_settings(engine, rules, settings).purge(dry_run=dry_run)
+    finally:
+        engine.dispose()
+
+
+def purge_main(service: str, argv: Sequence[str] | None = None) -> None:
+    """`<service>-purge [--dry-run]`: what a worker pod runs by hand (the worker also runs it)."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(
+        prog=f"{service}-purge", description=f"Apply {service}'s retention rules now."
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="count what would go; change nothing"
+    )
+    args = parser.parse_args(argv)
+    try:
+        counts = purge_service(service, dry_run=args.dry_run)
+    except (FileNotFoundError, SQLAlchemyError) as exc:
+        raise SystemExit(f"{service}-purge: {exc}") from exc
+    print(json.dumps({"service": service, "dry_run": args.dry_run, "rules": counts}, indent=2))

@@ -1,4 +1,4 @@
-"""Console entry points: complaints-api, complaints-worker, complaints-migrate."""
+"""Console entry points: complaints-api, complaints-worker, complaints-migrate, complaints-purge."""
 
 from __future__ import annotations
 
@@ -22,3 +22,10 @@ def migrate() -> None:
     from odr_shared.migrate import upgrade
 
     upgrade(SERVICE_ROOT, get_settings().database_url)
+
+
+def purge() -> None:
+    """`complaints-purge [--dry-run]`: apply the retention rules now (docs/privacy.md)."""
+    from odr_shared.retention import purge_main
+
+    purge_main("complaints")
