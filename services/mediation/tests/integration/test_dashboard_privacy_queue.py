@@ -16,6 +16,8 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 from mediation_testkit import admin_headers, make_settings, neutral_body
 
@@ -265,3 +267,36 @@ def test_the_operator_page_still_shows_when_complaints_is_unreachable(
         english = client.get("/dashboard?lang=en")
         assert "The data-request queue could not be loaded" in _section(english.text)
         assert "Waiting queue" in english.text
+
+
+def _stand_in(answer: str, asked: list[tuple[str, dict[str, str]]]) -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/v1/privacy/requests")
+    def queue(request: Request) -> JSONResponse:
+        asked.append((request.headers.get("authorization", ""), dict(request.query_params)))
+        if answer == "error":
+            return JSONResponse({"detail": "boom"}, status_code=503)
+        return JSONResponse({"items": []})
+
+    return app
+
+
+@pytest.mark.parametrize("answer", ["error", "not-a-list"])
+def test_a_failing_complaints_answer_shows_the_notice_and_the_operator_token_goes_through(
+    database_url: str, answer: str
+) -> None:
+    """A stand-in complaints that fails (5xx) or answers an odd document: the notice, not a 500.
+
+    It also records what the dashboard asked: the operator's own token, the open statuses."""
+    asked: list[tuple[str, dict[str, str]]] = []
+    stand_in = _stand_in(answer, asked)
+    with serve_app(stand_in) as url, _mediation(database_url, complaints_url=url) as (c, s):
+        _operator_login(c, s)
+        page = c.get("/dashboard")
+        assert page.status_code == 200
+        assert "Không tải được hàng đợi yêu cầu dữ liệu" in _section(page.text)
+        assert "Hàng chờ phân công" in page.text
+        token = c.cookies.get("odr_dashboard")
+        assert token
+        assert asked[0] == (f"Bearer {token}", {"status": "received", "limit": "200"})
