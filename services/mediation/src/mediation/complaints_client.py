@@ -1,4 +1,4 @@
-"""HTTP client for complaints' case API, forwarding the neutral's own JWT."""
+"""HTTP client for complaints' case and privacy APIs, forwarding the caller's own JWT."""
 
 from __future__ import annotations
 
@@ -45,6 +45,32 @@ class ComplaintsClient:
         if not isinstance(body, dict):
             raise ComplaintsUnavailable("complaints answered an unexpected document")
         return body
+
+    def privacy_requests(
+        self, token: str, status: str | None = None, limit: int = 200
+    ) -> list[dict[str, Any]]:
+        """The operator's data-subject request queue (admin token), the earliest due first."""
+        params: dict[str, str | int] = {"limit": limit}
+        if status is not None:
+            params["status"] = status
+        try:
+            r = httpx.get(
+                f"{self.base_url}/v1/privacy/requests",
+                headers=self._headers(token),
+                params=params,
+                timeout=self.timeout_s,
+            )
+        except httpx.HTTPError as exc:
+            raise ComplaintsUnavailable(f"complaints unreachable: {type(exc).__name__}") from exc
+        if r.status_code != 200:
+            raise ComplaintsUnavailable(f"complaints answered {r.status_code}")
+        try:
+            body = r.json()
+        except ValueError as exc:
+            raise ComplaintsUnavailable("complaints answered an unexpected document") from exc
+        if not isinstance(body, list):
+            raise ComplaintsUnavailable("complaints answered an unexpected document")
+        return [item for item in body if isinstance(item, dict)]
 
     def post_message(self, case_id: str, token: str, body: str) -> str | None:
         """Post the neutral's message to the case; returns complaints' message id."""

@@ -87,6 +87,35 @@ TEXT: dict[str, dict[str, str]] = {
     "repair": {"vi": "Sửa chữa", "en": "Repair"},
     "compensation": {"vi": "Bồi thường", "en": "Compensation"},
     "claim_rejected": {"vi": "Bác yêu cầu", "en": "Claim rejected"},
+    # The operator's data-subject request queue (complaints' /v1/privacy/requests).
+    "dsr_title": {"vi": "Yêu cầu về dữ liệu cá nhân", "en": "Data-subject requests"},
+    "dsr_down": {
+        "vi": "Không tải được hàng đợi yêu cầu dữ liệu.",
+        "en": "The data-request queue could not be loaded.",
+    },
+    "dsr_empty": {"vi": "Không có yêu cầu nào.", "en": "No requests."},
+    "dsr_more": {
+        "vi": "Chỉ hiển thị {n} yêu cầu đến hạn sớm nhất.",
+        "en": "Showing the {n} requests due first only.",
+    },
+    "dsr_show": {"vi": "Hiển thị", "en": "Show"},
+    "dsr_filter_open": {"vi": "Đang mở", "en": "Open"},
+    "dsr_filter_all": {"vi": "Tất cả", "en": "All"},
+    "dsr_kind": {"vi": "Loại yêu cầu", "en": "Kind"},
+    "dsr_kind_access": {"vi": "Truy cập dữ liệu", "en": "Access"},
+    "dsr_kind_erasure": {"vi": "Xóa dữ liệu", "en": "Erasure"},
+    "dsr_status_received": {"vi": "Đã tiếp nhận", "en": "Received"},
+    "dsr_status_in_progress": {"vi": "Đang xử lý", "en": "In progress"},
+    "dsr_status_completed": {"vi": "Đã hoàn thành", "en": "Completed"},
+    "dsr_status_deferred": {"vi": "Tạm hoãn", "en": "Deferred"},
+    "dsr_due": {"vi": "Hạn trả lời", "en": "Answer due"},
+    "dsr_until": {"vi": "đến", "en": "until"},
+    "dsr_services": {"vi": "Phần của từng dịch vụ", "en": "Each service's part"},
+    "dsr_source": {"vi": "Nguồn", "en": "Source"},
+    "dsr_source_consumer": {"vi": "Người tiêu dùng", "en": "Consumer"},
+    "dsr_source_platform": {"vi": "Sàn thương mại", "en": "Platform"},
+    "dsr_source_admin": {"vi": "Quản trị viên", "en": "Admin"},
+    "dsr_id": {"vi": "Mã yêu cầu", "en": "Request id"},
 }
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from datetime import datetime
+import logging
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -17,13 +18,14 @@ from sqlalchemy.orm import Session
 from mediation import service
 from mediation.api import caller_of, login, send_message, settings_of
 from mediation.complaints_client import ComplaintsClient, ComplaintsUnavailable
-from mediation.dashboard.i18n import LANGUAGES, translate
+from mediation.dashboard.i18n import LANGUAGES, TEXT, translate
 from mediation.domain import OUTCOMES, VN_TZ, sla_colour
 from odr_shared.auth import InvalidToken, Party, TokenService
 from odr_shared.db import utcnow
 from odr_shared.logs import mask_email, mask_name, mask_phone
 from odr_shared.problems import Problem
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/dashboard", include_in_schema=False)
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 
@@ -72,7 +74,10 @@ def _check_csrf(request: Request, token: str, given: str) -> None:
 def _local(value: str | datetime | None) -> str:
     if not value:
         return ""
-    when = datetime.fromisoformat(value) if isinstance(value, str) else value
+    try:
+        when = datetime.fromisoformat(value) if isinstance(value, str) else value
+    except ValueError:
+        return str(value)  # not a date (another service's odd answer): shown as is
     if when.tzinfo is None:
         return str(value)
     return when.astimezone(VN_TZ).strftime("%d/%m/%Y %H:%M")
@@ -134,22 +139,143 @@ def _set_session(request: Request, response: Response, token: str) -> None:
     )
 
 
+# The operator's data-subject request queue, read from complaints (GET /v1/privacy/requests).
+DSR_STATUSES = ("received", "in_progress", "deferred", "completed")
+DSR_OPEN = ("received", "in_progress", "deferred")
+DSR_FILTERS = ("open", *DSR_STATUSES, "all")
+DSR_LIMIT = 200
+
+
+def _dsr_filter(request: Request) -> str:
+    asked = request.query_params.get("dsr") or "open"
+    return asked if asked in DSR_FILTERS else "open"
+
+
+def _label(lang: str, prefix: str, value: str) -> str:
+    """A known value in the page's language; anything else complaints sends, as is."""
+    key = f"{prefix}{value}"
+    return translate(lang, key) if key in TEXT else value
+
+
+def _when(value: object) -> datetime:
+    try:
+        when = datetime.fromisoformat(str(value))
+    except ValueError:
+        return datetime.max.replace(tzinfo=UTC)
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def _text(value: object) -> str:
+    return "" if value is None else str(value)
+
+
+def _dsr_row(item: dict[str, Any], lang: str) -> dict[str, Any]:
+    """Only the fields the page shows: never the subject id, never the request's errors."""
+    parts = []
+    services = item.get("services")
+    for name, report in sorted(services.items() if isinstance(services, dict) else []):
+        report = report if isinstance(report, dict) else {}
+        status = _text(report.get("status"))
+        parts.append(
+            {
+                "name": _text(name),
+                "status": status,
+                "status_label": _label(lang, "dsr_status_", status),
+                "reason": _text(report.get("reason")),
+                "until": _text(report.get("until")),
+            }
+        )
+    kind, status, source = (_text(item.get(k)) for k in ("kind", "status", "source"))
+    return {
+        "request_id": _text(item.get("request_id")),
+        "kind": kind,
+        "kind_label": _label(lang, "dsr_kind_", kind),
+        "status": status,
+        "status_label": _label(lang, "dsr_status_", status),
+        "source": source,
+        "source_label": _label(lang, "dsr_source_", source),
+        "platform_id": _text(item.get("platform_id")),
+        "acknowledged_at": _text(item.get("acknowledged_at")),
+        "due_at": _text(item.get("due_at")),
+        "completed_at": _text(item.get("completed_at")),
+        "reason": _text(item.get("reason")),
+        "until": _text(item.get("until")),
+        "overdue": item.get("overdue") is True,
+        "services": parts,
+    }
+
+
+def _privacy_queue(
+    client: ComplaintsClient, token: str, which: str, lang: str
+) -> tuple[list[dict[str, Any]], bool]:
+    """(the requests the filter shows, earliest due first; whether the list was cut short).
+
+    "open" asks complaints once per open status, so completed requests (which pile up, and
+    sort first: their due dates have passed) never crowd the open ones out of the page.
+    """
+    statuses: tuple[str | None, ...]
+    if which == "open":
+        statuses = DSR_OPEN
+    elif which == "all":
+        statuses = (None,)
+    else:
+        statuses = (which,)
+    items: list[dict[str, Any]] = []
+    cut = False
+    for status in statuses:
+        page = client.privacy_requests(token, status=status, limit=DSR_LIMIT)
+        cut = cut or len(page) >= DSR_LIMIT
+        items.extend(page)
+    if len(statuses) > 1:
+        items.sort(key=lambda i: (_when(i.get("due_at")), _when(i.get("acknowledged_at"))))
+    cut = cut or len(items) > DSR_LIMIT
+    return [_dsr_row(i, lang) for i in items[:DSR_LIMIT]], cut
+
+
+def _operator_home(request: Request, party: Party, token: str) -> Response:
+    sessions = request.app.state.sessions
+    with sessions() as session, session.begin():
+        queue = service.waiting_queue(session)
+        loads = service.neutral_loads(session)
+    # Complaints is asked outside the transaction; if it fails, the rest of the page still shows.
+    which = _dsr_filter(request)
+    client: ComplaintsClient = request.app.state.complaints
+    requests: list[dict[str, Any]] = []
+    cut = False
+    error = False
+    try:
+        requests, cut = _privacy_queue(client, token, which, _lang(request))
+    except ComplaintsUnavailable as exc:
+        log.warning("the data-subject request queue could not be loaded: %s", exc)
+        error = True
+    return _render(
+        request,
+        "operator.html",
+        {
+            "queue": queue,
+            "loads": loads,
+            "dsr_requests": requests,
+            "dsr_filter": which,
+            "dsr_filters": DSR_FILTERS,
+            "dsr_cut": cut,
+            "dsr_limit": DSR_LIMIT,
+            "dsr_error": error,
+        },
+        party=party,
+        token=token,
+    )
+
+
 @router.get("")
 def home(request: Request) -> Response:
     found = _party(request)
     if found is None:
         return _to_login(request)
     party, token = found
+    if party.is_admin:
+        return _operator_home(request, party, token)
     sessions = request.app.state.sessions
     with sessions() as session, session.begin():
-        if party.is_admin:
-            return _render(
-                request,
-                "operator.html",
-                {"queue": service.waiting_queue(session), "loads": service.neutral_loads(session)},
-                party=party,
-                token=token,
-            )
         assert party.neutral_id is not None
         rows = service.my_assignments(session, party.neutral_id)
     now = utcnow()
