@@ -343,3 +343,43 @@ def test_an_unreachable_key_owner_holds_the_event_back_and_never_dead_letters_it
     with db.factory() as session:
         who = session.execute(select(db.effects.c.who)).scalars().all()
     assert who == [PHONE]
+
+
+def test_a_late_copy_of_an_event_from_before_the_erasure_is_not_opened_again(db: Db) -> None:
+    """The key's owner may still hold the key when a late copy reaches a service that has
+    already erased the subject: that service's tombstone keeps it from reading it again. An event
+    written after the erasure (the person came back) opens as usual."""
+    s = settings()
+    subject = subject_for_phone(PHONE, s)
+    owner = KeyStore.from_settings(s)  # the gateway's keys, kept: its erasure is still to come
+    with db.factory() as session, session.begin():
+        before = Sealer(owner, "gateway").seal(session, order_event(), subject)
+    with db.factory() as session, session.begin():
+        db.store.destroy(session, subject)  # this service erased the buyer
+        assert not db.store.holds(session, subject)
+        assert subject in db.store.erased_at(session, [subject])
+    with db.factory() as session, session.begin():
+        after = Sealer(owner, "gateway").seal(session, order_event(), subject)
+    # The store's own keys and the owner's share one database here; the opener asks the
+    # store for both, as a service asks its own store for its tombstones.
+    opener = Opener(service="gateway", client=None, store=db.store, session_factory=db.factory)
+    late = parse_event(before.to_json_bytes())
+    opener.prefetch([late])
+    assert opener.open(late) is None  # an order without its buyer: nothing to apply
+    fresh = opener.open(parse_event(after.to_json_bytes()))
+    assert fresh is not None
+    assert fresh.data.buyer.phone == PHONE  # type: ignore[attr-defined]
+
+
+def test_a_failing_statement_never_carries_its_personal_values_into_errors(tmp_path: Any) -> None:
+    """Handler errors end up in logs and dead-letter headers, which no erasure reaches."""
+    from sqlalchemy import text
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'e.db'}")
+    try:
+        with pytest.raises(Exception) as failed, engine.begin() as conn:
+            conn.execute(text("INSERT INTO missing VALUES (:phone)"), {"phone": PHONE})
+        assert PHONE not in str(failed.value)
+        assert "hidden" in str(failed.value)
+    finally:
+        engine.dispose()

@@ -11,6 +11,7 @@ from sqlalchemy import Column, Engine, Integer, MetaData, String, Table, Text, f
 
 from odr_shared.db import UTCDateTime, make_engine, utcnow
 from odr_shared.inbox import inbox_table
+from odr_shared.privacy import subject_keys_table
 from odr_shared.ratelimit import rate_limit_table
 from odr_shared.retention import Purger, Rule, shared_rules
 from odr_shared.settings import ServiceSettings
@@ -26,6 +27,7 @@ bodies = Table(
 )
 inbox = inbox_table(md)
 windows = rate_limit_table(md)
+keys = subject_keys_table(md)
 
 
 @pytest.fixture
@@ -60,6 +62,25 @@ def fill(engine: Engine) -> None:
                 for i, d in enumerate([45, 45, 45, 1])
             ],
         )
+        conn.execute(
+            insert(keys),
+            [
+                {
+                    "kid": "t_sp_old",
+                    "subject_id": "sp_old",
+                    "wrapped_key": b"",
+                    "created_at": now - timedelta(days=45),
+                },
+                {"kid": "t_sp_new", "subject_id": "sp_new", "wrapped_key": b"", "created_at": now},
+                # a live key is never a tombstone, however old
+                {
+                    "kid": "k_live",
+                    "subject_id": "sp_live",
+                    "wrapped_key": b"w",
+                    "created_at": now - timedelta(days=900),
+                },
+            ],
+        )
         t = int(time.time())
         conn.execute(
             insert(windows),
@@ -83,7 +104,12 @@ def test_purge_removes_only_expired_rows_in_batches(engine: Engine) -> None:
     ]
     purger = Purger(engine, [r for r in rules if r.name != "outbox_sent"], batch_size=2, pause_s=0)
     dry = purger.purge(dry_run=True)
-    assert dry == {"webhook_bodies": 7, "inbox": 3, "rate_limit_windows": 1}
+    assert dry == {
+        "webhook_bodies": 7,
+        "inbox": 3,
+        "erasure_tombstones": 1,
+        "rate_limit_windows": 1,
+    }
     assert count(engine, bodies) == 12
     assert count(engine, inbox) == 4
     done = purger.purge()
@@ -92,7 +118,9 @@ def test_purge_removes_only_expired_rows_in_batches(engine: Engine) -> None:
     assert count(engine, bodies, bodies.c.kind == "rejected") == 2  # another rule's business
     assert count(engine, inbox) == 1
     assert count(engine, windows) == 1
-    assert purger.purge() == {"webhook_bodies": 0, "inbox": 0, "rate_limit_windows": 0}
+    with engine.connect() as conn:
+        assert sorted(conn.execute(select(keys.c.kid)).scalars()) == ["k_live", "t_sp_new"]
+    assert set(purger.purge().values()) == {0}
 
 
 def test_clear_rule_empties_columns_and_keeps_the_row(engine: Engine) -> None:

@@ -220,3 +220,61 @@ def test_a_closed_cases_free_text_goes_after_its_period_and_its_facts_stay(
         assert reasons
         assert all(r is None for r in reasons)
     assert not any(purger.purge().values())
+
+
+def test_an_erased_cases_consent_outlives_its_timeline_until_the_cases_retention(
+    deps: Deps, seed_order: Callable[..., str]
+) -> None:
+    """The proof that sharing with the neutral was agreed to stays when the rest of an emptied
+    case's timeline goes, and goes itself with the case's retention period."""
+    s = deps.settings
+    order = seed_order("RTCONSENT")
+    party = Party("consumer", "c", platform_id="plat-a", order_id=order)
+    rec = service.open_case(
+        deps,
+        party,
+        order_code="RTCONSENT",
+        category="damaged",
+        description="A case whose buyer is erased later, long enough.",
+        desired_outcome="refund",
+        claimed_amount=1000,
+        language="vi",
+    )
+    service.post_message(deps, party, rec.id, "Một tin nhắn của người mua")
+    service.withdraw(deps, party, rec.id, None)
+    now = utcnow()
+    with deps.sessions.begin() as session:
+        case = session.get(CaseRecord, rec.id)
+        assert case is not None
+        case.description = ""  # what an erasure leaves
+        session.add(
+            TimelineEntry(
+                entry_id=str(uuid.uuid4()),
+                case_id=rec.id,
+                kind="consent",
+                actor_role="consumer",
+                actor_id=None,
+                at=now,
+                body={"purpose": "share_with_neutral", "via": "escalation", "erased": True},
+            )
+        )
+    purger = Purger(deps.sessions.kw["bind"], rules(s), pause_s=0)
+
+    def kinds() -> list[str]:
+        with deps.sessions() as session:
+            return list(
+                session.execute(
+                    select(TimelineEntry.kind).where(TimelineEntry.case_id == rec.id)
+                ).scalars()
+            )
+
+    assert "message" in kinds()
+    assert purger.purge()["case_timeline"] >= 1
+    assert kinds() == ["consent"]
+    with deps.sessions.begin() as session:
+        entry = session.execute(
+            select(TimelineEntry).where(TimelineEntry.case_id == rec.id)
+        ).scalar_one()
+        entry.at = now - timedelta(days=s.retention_case_records_days + 1)
+    assert purger.purge()["case_consents"] == 1
+    assert kinds() == []

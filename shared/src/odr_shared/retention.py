@@ -27,6 +27,7 @@ from odr_shared.db import utcnow
 from odr_shared.inbox import inbox_table
 from odr_shared.metrics import RETENTION_PURGED
 from odr_shared.outbox import outbox_table
+from odr_shared.privacy.keys import TOMBSTONE_PREFIX, subject_keys_table
 from odr_shared.ratelimit import rate_limit_table
 from odr_shared.settings import ServiceSettings
 
@@ -174,6 +175,7 @@ _SHARED = MetaData()
 _OUTBOX = outbox_table(_SHARED)
 _INBOX = inbox_table(_SHARED)
 _RATE = rate_limit_table(_SHARED)
+_KEYS = subject_keys_table(_SHARED)
 
 
 def shared_rules(settings: ServiceSettings, *, rate_limits: bool = True) -> list[Rule]:
@@ -190,6 +192,14 @@ def shared_rules(settings: ServiceSettings, *, rate_limits: bool = True) -> list
             settings.retention_outbox_sent_days,
         ),
         Rule("inbox", _INBOX, "processed_at", settings.retention_inbox_days),
+        # An erased subject's tombstone outlives any late copy of their events (as the inbox).
+        Rule(
+            "erasure_tombstones",
+            _KEYS,
+            "created_at",
+            settings.retention_inbox_days,
+            where=f"substr(kid, 1, 2) = '{TOMBSTONE_PREFIX}'",
+        ),
     ]
     if rate_limits:
         rules.append(

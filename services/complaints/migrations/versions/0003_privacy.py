@@ -98,9 +98,9 @@ def upgrade() -> None:
 
 def _backfill() -> None:
     """Subject ids of the orders and cases already stored (the keys are those of the settings)."""
+    from complaints.deps import subject_function
     from complaints.settings import get_settings
     from odr_shared.crypto import DataCipher
-    from odr_shared.privacy import subject_for_phone
 
     bind = op.get_bind()
     orders = sa.table(
@@ -122,6 +122,7 @@ def _backfill() -> None:
         sa.column("case_closed_at", sa.DateTime(timezone=True)),
     )
     settings = get_settings()
+    subject_of = subject_function(settings)
     cipher = DataCipher(settings.data_encryption_key)
     last = ""
     while True:
@@ -140,7 +141,9 @@ def _backfill() -> None:
                 phone = cipher.decrypt(row.buyer_phone_enc)
             except ValueError:
                 continue  # another key's ciphertext: filled in by the next event of the order
-            params.append({"row_id": row.id, "row_subject": subject_for_phone(phone, settings)})
+            # As the service names buyers: a phone that is no phone number (a marketplace's
+            # masked one) still names its buyer, by the keyed hash of what was given.
+            params.append({"row_id": row.id, "row_subject": subject_of(phone)})
         if params:
             bind.execute(
                 orders.update()

@@ -68,7 +68,22 @@ def rules(settings: ComplaintsSettings) -> list[Rule]:
         ),
         # The rest of an emptied case's free text: right after its description (the rules run
         # in this order), and what an erasure left.
-        Rule("case_timeline", "case_timeline", "at", 0, where=f"case_id IN ({_EMPTIED})"),
+        # A consent is the proof that sharing with the neutral was agreed to: it stays through
+        # an erasure (without the person) and goes with the case's retention.
+        Rule(
+            "case_timeline",
+            "case_timeline",
+            "at",
+            0,
+            where=f"kind <> 'consent' AND case_id IN ({_EMPTIED})",
+        ),
+        Rule(
+            "case_consents",
+            "case_timeline",
+            "at",
+            settings.retention_case_records_days,
+            where="kind = 'consent'",
+        ),
         Rule(
             "case_offers_text",
             "case_offers",

@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -440,13 +440,23 @@ def _chunks(values: list[str] | list[int], size: int) -> list[Any]:
     return [values[i : i + size] for i in range(0, len(values), size)]
 
 
-def erasure_handlers(cipher: DataCipher, subjects: Subjects) -> dict[str, EventHandler]:
-    """The worker's handler of `privacy.erasure_requested`: erase, destroy the keys, report."""
+def erasure_handlers(
+    cipher: DataCipher,
+    subjects: Subjects,
+    forget: Callable[[str], None] | None = None,
+) -> dict[str, EventHandler]:
+    """The worker's handler of `privacy.erasure_requested`: erase, destroy the keys, report.
+
+    `forget` drops the consumer's cached keys of the subject (other services' keys, which
+    would otherwise open a late case event for a minute more).
+    """
 
     def _erase(session: Session, event: CloudEvent[BaseModel]) -> None:
         request = event.data
         assert isinstance(request, ErasureRequestedV1)
         counts = erase_subject(session, request, cipher, subjects)
+        if forget is not None:
+            forget(request.subject_id)
         report = build_event(
             source=SOURCE,
             event_type="privacy.erasure_reported",

@@ -64,7 +64,7 @@ def build_parts(settings: GatewaySettings) -> Parts:
     consumer = EventConsumer(
         settings=settings,
         group_id=CONSUMER_GROUP,
-        handlers={**handlers(), **erasure_handlers(cipher, subjects)},
+        handlers={**handlers(), **erasure_handlers(cipher, subjects, forget=opener.forget)},
         topics=CONSUMED_TOPICS,
         session_factory=sessions,
         producer=producer,

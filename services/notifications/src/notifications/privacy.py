@@ -186,7 +186,15 @@ def erase_subject(
     q = select(Delivery).where(_subject_deliveries(subject_id, hashes))
     q = q.where(Delivery.erased_at.is_(None))
     if request.platform_id is not None:
-        q = q.where(Delivery.platform_id == request.platform_id)
+        # That platform's messages: those it is named on, and those about its orders and cases
+        # that name no platform (one-time codes, commands).
+        q = q.where(
+            or_(
+                Delivery.platform_id == request.platform_id,
+                Delivery.order_id.in_(request.order_ids or [""]),
+                Delivery.case_id.in_(request.case_ids or [""]),
+            )
+        )
     erased = cancelled = 0
     for d in session.execute(q.order_by(Delivery.id)).scalars():
         if d.status in NOT_SENT:

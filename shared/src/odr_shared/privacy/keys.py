@@ -17,6 +17,7 @@ import os
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
@@ -30,6 +31,15 @@ from odr_shared.settings import ServiceSettings
 
 SUBJECT_KEYS_TABLE = "subject_keys"
 _IN_CHUNK = 500
+# An erased subject leaves a tombstone in `subject_keys` (kid "t_" + subject id, no key, the
+# erasure's time): events about them written before it are not opened again here, even if a
+# late copy arrives while the key's owner still holds the key (see Opener). Kept
+# RETENTION_INBOX_DAYS, longer than any event can wait in a topic.
+TOMBSTONE_PREFIX = "t_"
+
+
+def tombstone_kid(subject_id: str) -> str:
+    return TOMBSTONE_PREFIX + subject_id
 
 
 def subject_keys_table(metadata: MetaData) -> Table:
@@ -45,6 +55,7 @@ def subject_keys_table(metadata: MetaData) -> Table:
 
 
 _KEYS = subject_keys_table(MetaData())
+_NOT_TOMBSTONE = ~_KEYS.c.kid.startswith(TOMBSTONE_PREFIX, autoescape=True)
 
 
 def _stretch(material: str, purpose: bytes) -> bytes:
@@ -139,7 +150,7 @@ class KeyStore:
         for i in range(0, len(wanted), _IN_CHUNK):
             rows = session.execute(
                 select(_KEYS.c.kid, _KEYS.c.subject_id, _KEYS.c.wrapped_key)
-                .where(_KEYS.c.subject_id.in_(wanted[i : i + _IN_CHUNK]))
+                .where(_KEYS.c.subject_id.in_(wanted[i : i + _IN_CHUNK]), _NOT_TOMBSTONE)
                 .order_by(_KEYS.c.created_at, _KEYS.c.kid)
             ).all()
             for kid, subject_id, wrapped in rows:
@@ -173,7 +184,7 @@ class KeyStore:
         for i in range(0, len(wanted), _IN_CHUNK):
             rows = session.execute(
                 select(_KEYS.c.kid, _KEYS.c.subject_id, _KEYS.c.wrapped_key).where(
-                    _KEYS.c.kid.in_(wanted[i : i + _IN_CHUNK])
+                    _KEYS.c.kid.in_(wanted[i : i + _IN_CHUNK]), _NOT_TOMBSTONE
                 )
             ).all()
             for kid, subject_id, wrapped in rows:
@@ -181,15 +192,43 @@ class KeyStore:
         return found
 
     def destroy(self, session: Session, subject_id: str) -> int:
-        """Delete every key of the subject: what they sealed is unreadable from now on."""
-        result = session.execute(delete(_KEYS).where(_KEYS.c.subject_id == subject_id))
+        """Delete every key of the subject: what they sealed is unreadable from now on.
+
+        Leaves the subject's tombstone (the erasure's time), so that a late copy of an event
+        written before it is not opened here with a key another service still holds.
+        """
+        result = session.execute(
+            delete(_KEYS).where(_KEYS.c.subject_id == subject_id, _NOT_TOMBSTONE)
+        )
+        session.execute(delete(_KEYS).where(_KEYS.c.kid == tombstone_kid(subject_id)))
+        session.execute(
+            insert(_KEYS).values(
+                kid=tombstone_kid(subject_id),
+                subject_id=subject_id,
+                wrapped_key=b"",
+                created_at=utcnow(),
+            )
+        )
         return int(getattr(result, "rowcount", 0) or 0)
 
     def holds(self, session: Session, subject_id: str) -> bool:
         row = session.execute(
-            select(_KEYS.c.kid).where(_KEYS.c.subject_id == subject_id).limit(1)
+            select(_KEYS.c.kid).where(_KEYS.c.subject_id == subject_id, _NOT_TOMBSTONE).limit(1)
         ).first()
         return row is not None
+
+    def erased_at(self, session: Session, subject_ids: Iterable[str]) -> dict[str, datetime]:
+        """When each of these subjects was last erased here (those that ever were)."""
+        kids = [tombstone_kid(s) for s in dict.fromkeys(subject_ids)]
+        out: dict[str, datetime] = {}
+        for i in range(0, len(kids), _IN_CHUNK):
+            for subject_id, at in session.execute(
+                select(_KEYS.c.subject_id, _KEYS.c.created_at).where(
+                    _KEYS.c.kid.in_(kids[i : i + _IN_CHUNK])
+                )
+            ):
+                out[subject_id] = at
+        return out
 
 
 def encode_key(key: bytes) -> str:

@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -87,6 +88,8 @@ class Opener:
         self._lock = threading.Lock()
         # kid -> (key or None if destroyed, subject id or "", expires at)
         self._cache: dict[str, tuple[bytes | None, str, float]] = {}
+        # The current batch's subjects erased here, and when (see KeyStore.destroy).
+        self._erased: dict[str, datetime | None] = {}
 
     @classmethod
     def from_settings(
@@ -125,6 +128,17 @@ class Opener:
         """Drop what is cached for a subject (its erasure reached this service)."""
         with self._lock:
             self._cache = {k: v for k, v in self._cache.items() if v[1] != subject_id}
+            self._erased.pop(subject_id, None)
+
+    def _erased_at(self, subjects: Iterable[str]) -> dict[str, datetime | None]:
+        """When each subject was erased in this service, None if never (own database)."""
+        wanted = [s for s in dict.fromkeys(subjects) if s]
+        if not wanted or self.store is None or self.session_factory is None:
+            return {}
+        with self.session_factory() as session:
+            session.connection(execution_options={READ_ONLY: True})
+            found = self.store.erased_at(session, wanted)
+        return {s: found.get(s) for s in wanted}
 
     def _load(self, wanted: dict[str, tuple[str, str]]) -> dict[str, bytes | None]:
         """Fetch the keys `wanted` (kid -> (owner, subject id)) that are not cached."""
@@ -161,8 +175,13 @@ class Opener:
 
     def prefetch(self, events: Iterable[CloudEvent[Any]]) -> None:
         """Load the keys a batch needs in one request per owner; failures wait for `open`."""
+        wanted = self._wanted(events)
+        subjects = {subject for _owner, subject in wanted.values()}
+        erased = self._erased_at(subjects)
+        with self._lock:
+            self._erased = erased
         try:
-            self._load(self._wanted(events))
+            self._load(wanted)
         except KeyUnavailable as exc:
             log.warning("subject keys not fetched ahead", extra={"error": str(exc)})
 
@@ -170,6 +189,15 @@ class Opener:
         """The event as its consumer's handlers read it (see `unsealed`); raises KeyUnavailable."""
         if not isinstance(event.data, SealedPayloadV2):
             return event
+        subject = event.data.subject_id or ""
+        with self._lock:
+            known = subject in self._erased
+            erased = self._erased.get(subject)
+        if not known:
+            erased = self._erased_at([subject]).get(subject)
+        if erased is not None and event.time <= erased:
+            # Written before this service erased the subject: a late copy, not opened again.
+            return unsealed(event, None)
         kid = event.data.sealed.kid
         hit, key = self._cached(kid)
         if not hit:

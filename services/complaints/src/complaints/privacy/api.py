@@ -69,7 +69,10 @@ def _subject(deps: Deps, order_id: str | None) -> tuple[str, str]:
 def _owns(deps: Deps, party: Party, req: PrivacyRequest) -> bool:
     if party.role != "consumer" or not party.order_id:
         return False
-    if party.order_id in (req.order_ids or []):
+    # The orders of a buyer's own request were found by the phone they proved, so each still
+    # names them after the erasure cleared its subject. A marketplace's request lists orders
+    # the marketplace chose: there only the subject counts.
+    if req.source == "consumer" and party.order_id in (req.order_ids or []):
         return True
     with deps.sessions() as session:
         order = session.get(Order, party.order_id)

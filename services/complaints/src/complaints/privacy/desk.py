@@ -202,7 +202,10 @@ def _export(deps: Deps, request_id: str, http: httpx.Client | None) -> None:
         }
     }
     body = {"subject_id": subject_id, "order_ids": order_ids, "case_ids": case_ids}
-    if subject_id or order_ids:  # else nobody can hold anything about an unknown buyer
+    # The services find a person by their subject; without one (a marketplace asked about a
+    # buyer already erased, or never known) nobody can hold anything about them: their parts
+    # are empty rather than a request each refuses.
+    if subject_id:
         for name in deps.settings.privacy_service_names:
             parts[name] = _ask(deps, http, name, body)
     document = {
