@@ -20,9 +20,24 @@ from gateway.settings import GatewaySettings
 from gateway.signatures import verify_standard_webhooks
 from odr_shared.events import Actor, CaseEventV1, CaseStatus, Contact, build_event, parse_event
 from odr_shared.privacy import KeyClient, Opener
-from odr_shared.testing import free_port, sample_order, standard_webhook_headers, wait_http
+from odr_shared.testing import (
+    TansuBroker,
+    free_port,
+    sample_order,
+    standard_webhook_headers,
+    wait_http,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TansuBroker]:
+    """A broker of this module's own. Its worker reads cases.events from the start, where the
+    session's broker holds other tests' events sealed by services not running here: their
+    keys' owners never answer, so those events (rightly) hold their partitions back."""
+    with TansuBroker(log_path=tmp_path_factory.mktemp("tansu") / "tansu.log") as b:
+        yield b
 
 
 @pytest.fixture(scope="module")
