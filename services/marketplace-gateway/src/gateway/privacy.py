@@ -47,7 +47,6 @@ from odr_shared.crypto import DataCipher
 from odr_shared.db import utcnow
 from odr_shared.events import (
     ORDERS_TOPIC,
-    PRIVACY_TOPIC,
     Buyer,
     CloudEvent,
     ErasureReportedV1,
@@ -57,9 +56,10 @@ from odr_shared.events import (
     order_id,
 )
 from odr_shared.kafka import EventHandler
-from odr_shared.outbox import OUTBOX_TABLE, add_to_outbox
+from odr_shared.outbox import OUTBOX_TABLE
 from odr_shared.phone import InvalidPhone
 from odr_shared.privacy import KeyStore, Sealer, subject_for_phone
+from odr_shared.privacy.reports import report_erasure
 
 log = logging.getLogger(__name__)
 
@@ -457,21 +457,17 @@ def erasure_handlers(
         counts = erase_subject(session, request, cipher, subjects)
         if forget is not None:
             forget(request.subject_id)
-        report = build_event(
+        report_erasure(
+            session,
             source=SOURCE,
-            event_type="privacy.erasure_reported",
-            subject=request.subject_id,
-            data=ErasureReportedV1(
+            report=ErasureReportedV1(
                 request_id=request.request_id,
                 service=SERVICE,
                 subject_id=request.subject_id,
                 status="completed",
-                reason=None,
-                until=None,
                 counts=counts,
             ),
         )
-        add_to_outbox(session, PRIVACY_TOPIC, request.subject_id, report)
         log.info(
             "subject erased",
             extra={"request_id": request.request_id, "platform_id": request.platform_id, **counts},

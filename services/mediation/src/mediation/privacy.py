@@ -89,15 +89,13 @@ from mediation.models import (
 from mediation.settings import MediationSettings, get_settings
 from odr_shared.db import utcnow
 from odr_shared.events import (
-    PRIVACY_TOPIC,
     CaseEventV1,
     ErasureReportedV1,
     ErasureRequestedV1,
-    build_event,
 )
-from odr_shared.outbox import add_to_outbox
 from odr_shared.phone import InvalidPhone
 from odr_shared.privacy import KeyStore, Sealer, subject_for_phone
+from odr_shared.privacy.reports import report_erasure
 from odr_shared.problems import Problem, not_found
 from odr_shared.ratelimit import RATE_LIMIT_TABLE
 
@@ -357,14 +355,7 @@ def erase(
         until=until,
         counts=counts,
     )
-    add_to_outbox(
-        session,
-        PRIVACY_TOPIC,
-        subject_id,
-        build_event(
-            source=SOURCE, event_type="privacy.erasure_reported", subject=subject_id, data=report
-        ),
-    )
+    report_erasure(session, source=SOURCE, report=report)
     log.info(
         "erasure applied",
         extra={"request_id": request.request_id, "status": report.status, "counts": counts},

@@ -63,15 +63,13 @@ from notifications.models import CaseContact, Delivery, RecipientPreference, Uns
 from odr_shared.crypto import DataCipher
 from odr_shared.db import utcnow
 from odr_shared.events import (
-    PRIVACY_TOPIC,
     CloudEvent,
     Contact,
     ErasureReportedV1,
     ErasureRequestedV1,
-    build_event,
 )
-from odr_shared.outbox import add_to_outbox
 from odr_shared.privacy import KeyStore
+from odr_shared.privacy.reports import report_erasure as shared_report_erasure
 
 log = logging.getLogger(__name__)
 
@@ -262,11 +260,10 @@ def report_erasure(
 ) -> CloudEvent[ErasureReportedV1]:
     """`privacy.erasure_reported` for complaints, queued in the caller's transaction. It carries
     no personal data (the subject id is a keyed hash), so there is nothing to seal."""
-    event = build_event(
+    return shared_report_erasure(
+        session,
         source=SERVICE,
-        event_type="privacy.erasure_reported",
-        subject=request.subject_id,
-        data=ErasureReportedV1(
+        report=ErasureReportedV1(
             request_id=request.request_id,
             service=SERVICE,
             subject_id=request.subject_id,
@@ -274,8 +271,6 @@ def report_erasure(
             counts=counts,
         ),
     )
-    add_to_outbox(session, PRIVACY_TOPIC, request.subject_id, event)
-    return event
 
 
 # -- access ---------------------------------------------------------------------------------
