@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import json
 import re
-import time
 import uuid
-from collections.abc import Callable
 from datetime import timedelta
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
+from journey_support import bearer, eventually, sms_to
 
 from odr_cli.stack import Stack
 from odr_shared.auth import TokenService
@@ -31,34 +29,6 @@ from odr_shared.testing import (
 )
 
 pytestmark = pytest.mark.e2e
-T = TypeVar("T")
-
-
-def eventually(fn: Callable[[], T | None], what: str, timeout_s: float = 45) -> T:
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def sms_to(var: Path, phone_e164: str) -> list[str]:
-    path = var / "sms" / "messages.jsonl"
-    if not path.exists():
-        return []
-    texts = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        doc = json.loads(line)
-        if doc["to"] == phone_e164:
-            texts.append(doc["text"])
-    return texts
 
 
 def test_a_dispute_goes_from_webhook_to_arbitration_decision(stack: Stack) -> None:

@@ -14,15 +14,16 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
+from journey_support import bearer, eventually, sms_to
 from kafka import KafkaConsumer, TopicPartition
 from sqlalchemy import MetaData, create_engine, select
 
@@ -35,34 +36,13 @@ from odr_shared.settings import ServiceSettings
 from odr_shared.testing import sample_order, standard_webhook_headers
 
 pytestmark = pytest.mark.e2e
-T = TypeVar("T")
 SERVICES = ("gateway", "complaints", "mediation", "notifications")
-
-
-def eventually(fn: Callable[[], T | None], what: str, timeout_s: float = 90) -> T:
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
+# Four services answer an erasure one after the other: more time than one step of a journey.
+eventually = partial(eventually, timeout_s=90)
 
 
 def sms_code(var: Path, phone_e164: str) -> str | None:
-    path = var / "sms" / "messages.jsonl"
-    if not path.exists():
-        return None
-    texts = [
-        doc["text"]
-        for doc in map(json.loads, path.read_text(encoding="utf-8").splitlines())
-        if doc["to"] == phone_e164
-    ]
+    texts = sms_to(var, phone_e164)
     found = re.search(r"\b(\d{6})\b", texts[-1]) if texts else None
     return found.group(1) if found else None
 
