@@ -110,9 +110,9 @@ def make_engine(
             # writing them.
             cur.execute("PRAGMA cache_size=-32768")
             cur.execute(f"PRAGMA wal_autocheckpoint={int(checkpoint_pages)}")
-            # Erased or purged personal data is overwritten, not left in the file's free pages.
-            # ("fast": zeroed where it costs no extra I/O; what remains goes with the page.)
-            cur.execute("PRAGMA secure_delete=FAST")
+            # Erased or purged personal data is overwritten with zeros, not left in the file's
+            # free pages (PostgreSQL's VACUUM reclaims dead rows).
+            cur.execute("PRAGMA secure_delete=ON")
             cur.close()
 
         @event.listens_for(engine, "begin")

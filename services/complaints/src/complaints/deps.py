@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from typing import Any
 
-from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from complaints.domain import HolidayCalendar
@@ -20,19 +18,6 @@ from odr_shared.db import make_session_factory
 from odr_shared.phone import InvalidPhone
 from odr_shared.privacy import KeyStore, Sealer, subject_for_phone
 from odr_shared.privacy.keys import subject_key_material
-
-
-def _secure_delete(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA secure_delete=ON")
-    cur.close()
-
-
-def erase_for_good(engine: Engine) -> None:
-    """On SQLite, overwrite deleted and replaced content with zeros: erased free text must not
-    linger in the file's free pages (PostgreSQL's VACUUM reclaims dead rows)."""
-    if engine.dialect.name == "sqlite" and not event.contains(engine, "connect", _secure_delete):
-        event.listen(engine, "connect", _secure_delete)
 
 
 def subject_function(settings: ComplaintsSettings) -> SubjectOf:
@@ -51,7 +36,6 @@ def subject_function(settings: ComplaintsSettings) -> SubjectOf:
 
 
 def build_deps(settings: ComplaintsSettings, engine: Engine) -> Deps:
-    erase_for_good(engine)
     keys = KeyStore.from_settings(settings)
     return Deps(
         settings=settings,
